@@ -1,0 +1,59 @@
+"""Intel-syntax x86-64 assembly with Keystone, and the labels that become symbols.
+
+Rule (issue #2): every label at the start of a line whose name does not start
+with ``.`` is a symbol, and a symbol extends to the next symbol (the last one to
+the end of the code). Keystone does not report label addresses, so one table of
+``.quad label`` entries is appended to the source and read back from the tail of
+the output: a single assembly pass gives every address.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from keystone import KS_ARCH_X86, KS_MODE_64, Ks, KsError
+
+from ._errors import AsmError
+
+__all__ = ["assemble", "Assembled"]
+
+_LABEL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_$@]*)\s*:", re.MULTILINE)
+_ks = Ks(KS_ARCH_X86, KS_MODE_64)
+
+
+class Assembled:
+    def __init__(self, code: bytes, base: int, symbols: list[tuple[str, int, int]]) -> None:
+        self.code = code
+        self.base = base
+        self.symbols = symbols      # (name, addr, size), sorted by addr
+
+
+def _asm(source: str, base: int) -> bytes:
+    try:
+        encoding, _count = _ks.asm(source, base)
+    except KsError as exc:
+        raise AsmError(f"cannot assemble: {exc}") from None
+    if encoding is None:
+        raise AsmError("cannot assemble: the source produced no code")
+    return bytes(encoding)
+
+
+def assemble(source: str, base: int) -> Assembled:
+    labels: list[str] = []
+    for name in _LABEL.findall(source):
+        if name not in labels:
+            labels.append(name)
+    if not labels:
+        return Assembled(_asm(source, base), base, [])
+    table = "\n" + "\n".join(f".quad {name}" for name in labels) + "\n"
+    blob = _asm(source + table, base)
+    code, tail = blob[: -8 * len(labels)], blob[-8 * len(labels):]
+    addrs = struct.unpack(f"<{len(labels)}Q", tail)
+    end = base + len(code)
+    ordered = sorted(zip(addrs, labels))
+    symbols = []
+    for i, (addr, name) in enumerate(ordered):
+        nxt = ordered[i + 1][0] if i + 1 < len(ordered) else end
+        symbols.append((name, addr, nxt - addr))
+    return Assembled(code, base, symbols)

@@ -1,0 +1,241 @@
+"""Guest memory backed by host buffers (``uc_mem_map_ptr``).
+
+Every region is an anonymous ``mmap`` handed to Unicorn, so the host reads and
+writes guest memory through a ``memoryview`` at the cost of a slice, with no
+call into the engine. Two rules follow from bypassing the engine:
+
+- a host write into a region that may hold translated code must drop the
+  translation cache for the written range (:meth:`Memory.write` does);
+- a byte patched into code (a breakpoint) is recorded with its original value in
+  a shadow table; :meth:`Memory.read` shows the original, and a write over a
+  patched byte updates the shadow and keeps the patch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import mmap
+import struct
+from dataclasses import dataclass, field
+
+from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, Uc
+
+from ._errors import EmuError
+
+__all__ = ["Memory", "Region", "PAGE", "PROT_R", "PROT_W", "PROT_X", "PROT_RW",
+           "PROT_RX", "PROT_RWX"]
+
+PAGE = 0x1000
+PROT_R, PROT_W, PROT_X = UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC
+PROT_RW = PROT_R | PROT_W
+PROT_RX = PROT_R | PROT_X
+PROT_RWX = PROT_R | PROT_W | PROT_X
+
+_U64 = struct.Struct("<Q")
+_LOWEST = 0x10000                 # never map below (null-page guard)
+_HIGHEST = 0x7FFF_FFFF_F000       # canonical user-space top
+
+
+def page_down(addr: int) -> int:
+    return addr & ~(PAGE - 1)
+
+
+def page_up(addr: int) -> int:
+    return (addr + PAGE - 1) & ~(PAGE - 1)
+
+
+@dataclass(eq=False)
+class Region:
+    """One mapping: ``[start, end)`` backed by ``buf``."""
+
+    start: int
+    end: int
+    perms: int
+    name: str
+    buf: mmap.mmap = field(repr=False)
+    view: memoryview = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class Memory:
+    """The guest address space of one engine."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._uc = uc
+        self._regions: list[Region] = []       # sorted by start
+        self._starts: list[int] = []
+        self._last: Region | None = None
+        self._shadow: dict[int, int] = {}      # patched address -> original byte
+        self._patched: list[int] = []          # sorted keys of _shadow
+        self._patch_value: dict[int, int] = {}  # patched address -> planted byte
+
+    # --- mapping -------------------------------------------------------------
+    def map(self, start: int, size: int, perms: int = PROT_RW, name: str = "") -> Region:
+        """Map ``size`` bytes at ``start`` (both page-aligned), zero-filled."""
+        if start % PAGE or size <= 0 or size % PAGE:
+            raise EmuError(f"bad mapping {start:#x}+{size:#x}: start and size must be page-aligned")
+        if self.overlaps(start, start + size):
+            raise EmuError(f"mapping {start:#x}-{start + size:#x} ({name}) overlaps an existing one")
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        ptr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        self._uc.mem_map_ptr(start, size, perms, ptr)
+        region = Region(start, start + size, perms, name, buf, memoryview(buf))
+        i = bisect.bisect_left(self._starts, start)
+        self._regions.insert(i, region)
+        self._starts.insert(i, start)
+        return region
+
+    def map_anywhere(self, size: int, perms: int = PROT_RW, name: str = "",
+                     near: int | None = None, reach: int = 1 << 31) -> Region:
+        """Map ``size`` bytes in a free gap, within ``reach`` of ``near`` if given."""
+        size = page_up(size)
+        start = self.find_gap(size, near, reach)
+        if start is None:
+            where = f" within {reach:#x} of {near:#x}" if near is not None else ""
+            raise EmuError(f"no free gap of {size:#x} bytes{where}")
+        return self.map(start, size, perms, name)
+
+    def find_gap(self, size: int, near: int | None = None, reach: int = 1 << 31) -> int | None:
+        lo, hi = _LOWEST, _HIGHEST
+        if near is not None:
+            lo, hi = max(lo, page_up(near - reach + PAGE)), min(hi, page_down(near + reach - PAGE))
+        gaps: list[tuple[int, int]] = []
+        cursor = lo
+        for r in self._regions:
+            if r.start > cursor:
+                gaps.append((cursor, min(r.start, hi)))
+            cursor = max(cursor, r.end)
+        gaps.append((cursor, hi))
+        best: int | None = None
+        for a, b in gaps:
+            if b - a < size:
+                continue
+            # Closest placement to `near`: right after the region below it, or
+            # right before the region above it.
+            cand = a if near is None or near <= a else max(a, min(b - size, page_down(near)))
+            if near is None:
+                return cand
+            if best is None or abs(cand - near) < abs(best - near):
+                best = cand
+        return best
+
+    def unmap(self, region: Region) -> None:
+        self._uc.mem_unmap(region.start, region.size)
+        i = self._regions.index(region)
+        del self._regions[i]
+        del self._starts[i]
+        if self._last is region:
+            self._last = None
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self._starts, end) - 1
+        return i >= 0 and self._regions[i].end > start
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return tuple(self._regions)
+
+    def region_at(self, addr: int) -> Region | None:
+        last = self._last
+        if last is not None and last.start <= addr < last.end:
+            return last
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._regions[i].end:
+            self._last = self._regions[i]
+            return self._last
+        return None
+
+    # --- access --------------------------------------------------------------
+    def _chunks(self, addr: int, size: int):
+        while size > 0:
+            r = self.region_at(addr)
+            if r is None:
+                raise EmuError(f"guest address {addr:#x} is not mapped")
+            n = min(size, r.end - addr)
+            yield r, addr - r.start, n
+            addr += n
+            size -= n
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Guest bytes at ``addr``; patched bytes read as their originals."""
+        if size < 0:
+            raise EmuError(f"negative read size {size}")
+        data = b"".join(bytes(r.view[off:off + n]) for r, off, n in self._chunks(addr, size))
+        if self._patched:
+            lo = bisect.bisect_left(self._patched, addr)
+            hi = bisect.bisect_left(self._patched, addr + size)
+            if lo < hi:
+                out = bytearray(data)
+                for a in self._patched[lo:hi]:
+                    out[a - addr] = self._shadow[a]
+                data = bytes(out)
+        return data
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write guest bytes; keeps patches in place and drops stale translations."""
+        data = bytes(data)
+        pos = 0
+        for r, off, n in list(self._chunks(addr, len(data))):
+            r.view[off:off + n] = data[pos:pos + n]
+            pos += n
+        if self._patched:
+            lo = bisect.bisect_left(self._patched, addr)
+            hi = bisect.bisect_left(self._patched, addr + len(data))
+            for a in self._patched[lo:hi]:
+                self._shadow[a] = data[a - addr]
+                r = self.region_at(a)
+                assert r is not None
+                r.view[a - r.start] = self._patch_value[a]
+        self.invalidate_code(addr, addr + len(data))
+
+    def invalidate_code(self, start: int, end: int) -> None:
+        """Drop translated blocks overlapping ``[start, end)``."""
+        if end > start:
+            self._uc.ctl_remove_cache(start, end)
+
+    def read_u64(self, addr: int) -> int:
+        r = self._last
+        if r is None or not (r.start <= addr <= r.end - 8):
+            r = self.region_at(addr)
+            if r is None or addr > r.end - 8:
+                return int.from_bytes(self.read(addr, 8), "little")
+        return _U64.unpack_from(r.buf, addr - r.start)[0]
+
+    def write_u64(self, addr: int, value: int) -> None:
+        """Write a data word (stack slot): no patch or translation bookkeeping."""
+        r = self._last
+        if r is None or not (r.start <= addr <= r.end - 8):
+            r = self.region_at(addr)
+            if r is None or addr > r.end - 8:
+                raise EmuError(f"guest address {addr:#x} is not mapped for an 8-byte write")
+        _U64.pack_into(r.buf, addr - r.start, value)
+
+    # --- code patches (breakpoints) -------------------------------------------
+    def patch_byte(self, addr: int, value: int) -> None:
+        """Replace the byte at ``addr`` with ``value``, remembering the original."""
+        r = self.region_at(addr)
+        if r is None:
+            raise EmuError(f"cannot patch unmapped address {addr:#x}")
+        if addr not in self._shadow:
+            self._shadow[addr] = r.view[addr - r.start]
+            bisect.insort(self._patched, addr)
+        self._patch_value[addr] = value
+        r.view[addr - r.start] = value
+        self.invalidate_code(addr, addr + 1)
+
+    def unpatch_byte(self, addr: int) -> None:
+        """Put the original byte back at ``addr``."""
+        original = self._shadow.pop(addr)
+        del self._patch_value[addr]
+        self._patched.remove(addr)
+        r = self.region_at(addr)
+        assert r is not None
+        r.view[addr - r.start] = original
+        self.invalidate_code(addr, addr + 1)
+
+    def is_patched(self, addr: int) -> bool:
+        return addr in self._shadow

@@ -1,0 +1,66 @@
+"""Symbol tables: name -> address, and address -> ``name+0xOFF``."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+__all__ = ["Symbol", "SymbolTable"]
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    addr: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+
+class SymbolTable(Mapping[str, int]):
+    """A read-only mapping of symbol names to addresses, with reverse lookup."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Symbol] = {}
+        self._sorted: list[Symbol] = []
+        self._addrs: list[int] = []
+
+    def add(self, name: str, addr: int, size: int) -> None:
+        sym = Symbol(name, addr, size)
+        self._by_name.setdefault(name, sym)
+        i = bisect.bisect_right(self._addrs, addr)
+        self._sorted.insert(i, sym)
+        self._addrs.insert(i, addr)
+
+    def __getitem__(self, name: str) -> int:
+        return self._by_name[name].addr
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get_symbol(self, name: str) -> Symbol | None:
+        return self._by_name.get(name)
+
+    def lookup(self, addr: int) -> Symbol | None:
+        """The symbol whose ``[addr, addr + size)`` holds ``addr``, if any."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        while i >= 0:
+            sym = self._sorted[i]
+            if sym.addr <= addr < sym.end or (sym.size == 0 and sym.addr == addr):
+                return sym
+            if sym.addr < addr and sym.size:
+                return None
+            i -= 1
+        return None
+
+    def symbolize(self, addr: int) -> str:
+        sym = self.lookup(addr)
+        if sym is None:
+            return f"{addr:#x}"
+        return f"{sym.name}+{addr - sym.addr:#x}"

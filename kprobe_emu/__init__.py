@@ -1,0 +1,1 @@
+"""The ``kprobe-emu`` command line and its tools."""
