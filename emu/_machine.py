@@ -75,6 +75,8 @@ class Machine:
         self._abort_exc: BaseException | None = None
         self._fault: tuple[str, str] | None = None
         self._depth = 0
+        # Per-machine state of client packages (e.g. probes), keyed by package.
+        self.extensions: dict[str, Any] = {}
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
         self.tasks: list[Task] = [Task(1, stack)]
         self.current_task: Task = self.tasks[0]

@@ -1,0 +1,32 @@
+"""Linux kprobes and kretprobes on an emulated x86-64 guest.
+
+The kernel's design and names (kernel/kprobes.c, arch/x86/kernel/kprobes/):
+a probe is an ``int3`` planted in guest memory; the trap runs the
+pre_handler, single-steps the original instruction out of line (or emulates
+it) and runs the post_handler. A kretprobe hijacks the return address of its
+function and runs its handler when the call returns.
+"""
+
+from ._api import (
+    register_kprobe,
+    register_kprobes,
+    register_kretprobe,
+    register_kretprobes,
+    unregister_kprobe,
+    unregister_kprobes,
+    unregister_kretprobe,
+    unregister_kretprobes,
+)
+from ._errors import ProbeError
+from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE, KPROBE_FLAG_OPTIMIZED, Kprobe
+from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, Kretprobe, KretprobeInstance
+from ._regs import PtRegs, regs_get_kernel_argument, regs_return_value
+
+__all__ = [
+    "KPROBE_FLAG_DISABLED", "KPROBE_FLAG_GONE", "KPROBE_FLAG_OPTIMIZED",
+    "KRETPROBE_MAX_DATA_SIZE", "Kprobe", "Kretprobe", "KretprobeInstance", "ProbeError",
+    "PtRegs", "register_kprobe", "register_kprobes", "register_kretprobe",
+    "register_kretprobes", "regs_get_kernel_argument", "regs_return_value",
+    "unregister_kprobe", "unregister_kprobes", "unregister_kretprobe",
+    "unregister_kretprobes",
+]

@@ -1,0 +1,119 @@
+"""The registration API, in the kernel's names (include/linux/kprobes.h).
+
+``register_kprobe`` reads as the kernel's checklist: resolve the address
+(``_kprobe_addr``), refuse a re-registration, check the address is safe, join
+an aggregate or prepare the instruction, arm. ``register_kretprobe`` adds
+``kprobe_on_func_entry``, the data-size bound and the instance pool.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+
+from emu import Machine
+
+from ._core import get_manager
+from ._errors import ProbeError
+from ._kprobe import Kprobe
+from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, Kretprobe
+
+__all__ = [
+    "register_kprobe", "unregister_kprobe", "register_kprobes", "unregister_kprobes",
+    "register_kretprobe", "unregister_kretprobe", "register_kretprobes",
+    "unregister_kretprobes",
+]
+
+_DEFAULT_MAXACTIVE = 10       # max(10, 2 * num_possible_cpus()) with one CPU
+_ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+def register_kprobe(m: Machine, kp: Kprobe) -> None:
+    """Plant ``kp``. Raises :class:`ProbeError` with the kernel's errno."""
+    if not isinstance(kp, Kprobe):
+        raise TypeError(f"register_kprobe() needs a Kprobe, got {type(kp).__name__}")
+    get_manager(m).register(kp)
+
+
+def unregister_kprobe(m: Machine, kp: Kprobe) -> None:
+    """Remove ``kp``; a probe that is not registered on ``m`` is ignored (as in the kernel)."""
+    get_manager(m).unregister(kp)
+
+
+def register_kprobes(m: Machine, kps: Iterable[Kprobe]) -> None:
+    """Register all or none: on an error the ones already done are unregistered."""
+    _register_all(m, list(kps), register_kprobe, unregister_kprobe)
+
+
+def unregister_kprobes(m: Machine, kps: Iterable[Kprobe]) -> None:
+    for kp in kps:
+        unregister_kprobe(m, kp)
+
+
+def _check_func_entry(m: Machine, rp: Kretprobe) -> None:
+    """``kprobe_on_func_entry()``: the address must be a function's first instruction
+    (or the one after its ``endbr64``, as x86 allows with IBT)."""
+    mgr = get_manager(m)
+    addr = mgr.resolve(rp.kp)
+    sym = m.symbols.lookup(addr)
+    if sym is None:
+        raise ProbeError(errno.EINVAL, f"kretprobe at {addr:#x}: not the entry of a known function")
+    if addr == sym.addr or (addr == sym.addr + 4 and m.read(sym.addr, 4) == _ENDBR64):
+        return
+    raise ProbeError(errno.EINVAL,
+                     f"kretprobe at {m.symbolize(addr)}: not at the entry of {sym.name}")
+
+
+def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
+    """Probe the returns of a function. Raises :class:`ProbeError`."""
+    if not isinstance(rp, Kretprobe):
+        raise TypeError(f"register_kretprobe() needs a Kretprobe, got {type(rp).__name__}")
+    if rp.kp._mgr is not None:
+        raise ProbeError(errno.EINVAL, f"{rp!r} is already registered")
+    _check_func_entry(m, rp)
+    if rp.data_size > KRETPROBE_MAX_DATA_SIZE:
+        raise ProbeError(errno.E2BIG, f"data_size {rp.data_size} is over {KRETPROBE_MAX_DATA_SIZE}")
+    if rp.data_size < 0:
+        raise ProbeError(errno.EINVAL, f"data_size {rp.data_size} is negative")
+    if rp.maxactive <= 0:
+        rp.maxactive = _DEFAULT_MAXACTIVE
+    rp.nmissed = 0
+    rp._mgr = get_manager(m)
+    rp._alloc_pool()
+    try:
+        register_kprobe(m, rp.kp)
+    except BaseException:
+        rp._mgr = None
+        rp._free = []
+        raise
+
+
+def unregister_kretprobe(m: Machine, rp: Kretprobe) -> None:
+    """Remove ``rp``. Calls in flight still return to the right place; no handler
+    runs for them after this (the kernel's rethook clears the handler)."""
+    if rp.kp._mgr is not get_manager(m):
+        return
+    unregister_kprobe(m, rp.kp)
+    rp._gen += 1            # in-flight instances are no longer this probe's
+    rp._free = []
+
+
+def register_kretprobes(m: Machine, rps: Iterable[Kretprobe]) -> None:
+    _register_all(m, list(rps), register_kretprobe, unregister_kretprobe)
+
+
+def unregister_kretprobes(m: Machine, rps: Iterable[Kretprobe]) -> None:
+    for rp in rps:
+        unregister_kretprobe(m, rp)
+
+
+def _register_all(m, items, register, unregister) -> None:  # type: ignore[no-untyped-def]
+    done = []
+    try:
+        for item in items:
+            register(m, item)
+            done.append(item)
+    except BaseException:
+        for item in reversed(done):
+            unregister(m, item)
+        raise

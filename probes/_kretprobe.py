@@ -1,0 +1,151 @@
+"""``struct kretprobe`` and ``struct kretprobe_instance`` (kernel/kprobes.c).
+
+A kretprobe is a kprobe on the function entry whose pre_handler is
+:meth:`Kretprobe._pre_handler` (the kernel's ``pre_handler_kretprobe``):
+take a free instance (none: ``nmissed++``, no entry_handler), run the
+entry_handler (non-zero: give the instance back, no return handler for this
+call), then hijack the return address (``arch_prepare_kretprobe``) and push the
+instance on the task's in-flight list. The return side lives in
+:meth:`probes._core.KprobeManager._on_trampoline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from emu import Task
+
+from ._kprobe import Kprobe
+
+if TYPE_CHECKING:
+    from ._core import KprobeManager
+    from ._regs import PtRegs
+
+__all__ = ["Kretprobe", "KretprobeInstance", "KRETPROBE_MAX_DATA_SIZE"]
+
+KRETPROBE_MAX_DATA_SIZE = 4096          # include/linux/kprobes.h
+
+RetHandler = Callable[["KretprobeInstance", "PtRegs"], Any]
+EntryHandler = Callable[["KretprobeInstance", "PtRegs"], "int | None"]
+
+
+class KretprobeInstance:
+    """One in-flight (or free) call record of a kretprobe.
+
+    Attributes:
+        rp: the kretprobe.
+        data: ``data_size`` private bytes, preallocated and reused as the kernel
+            does (not cleared between calls).
+        ret_addr: the real return address of the call.
+        task: the task that made the call (None while free).
+        fp: guest address of the stack slot holding the (hijacked) return address.
+    """
+
+    __slots__ = ("rp", "data", "ret_addr", "task", "fp", "gen")
+
+    def __init__(self, rp: Kretprobe, data_size: int, gen: int) -> None:
+        self.rp = rp
+        self.data = bytearray(data_size)
+        self.ret_addr = 0
+        self.task: Task | None = None
+        self.fp = 0
+        self.gen = gen
+
+    def __repr__(self) -> str:
+        return f"<KretprobeInstance ret_addr={self.ret_addr:#x} fp={self.fp:#x}>"
+
+
+class Kretprobe:
+    """A probe on a function's return.
+
+    Args:
+        symbol_name / addr: the function (its entry; exactly one of the two).
+        handler: ``handler(ri, regs)`` when the function returns.
+        entry_handler: ``entry_handler(ri, regs) -> int | None`` at entry;
+            non-zero skips the return handler for that call.
+        data_size: bytes of ``ri.data`` per instance (at most 4096).
+        maxactive: instances preallocated; ``<= 0`` means 10 (the kernel's
+            ``max(10, 2 * NR_CPUS)`` with one CPU). ``rp.maxactive`` shows the
+            effective value once registered.
+    """
+
+    def __init__(self, symbol_name: str | None = None, addr: int | None = None,
+                 handler: RetHandler | None = None, entry_handler: EntryHandler | None = None,
+                 data_size: int = 0, maxactive: int = 0) -> None:
+        self.handler = handler
+        self.entry_handler = entry_handler
+        self.data_size = data_size
+        self.maxactive = maxactive
+        self.nmissed = 0
+        self.kp = Kprobe(symbol_name=symbol_name, addr=addr, pre_handler=self._pre_handler)
+        self.kp._kretprobe = self
+        self._mgr: KprobeManager | None = None
+        self._free: list[KretprobeInstance] = []
+        self._gen = 0
+
+    @property
+    def symbol_name(self) -> str | None:
+        return self.kp.symbol_name
+
+    @property
+    def addr(self) -> int | None:
+        return self.kp.addr
+
+    @property
+    def registered(self) -> bool:
+        return self.kp._mgr is not None
+
+    def _alloc_pool(self) -> None:
+        self._gen += 1
+        self._free = [KretprobeInstance(self, self.data_size, self._gen)
+                      for _ in range(self.maxactive)]
+
+    def _pre_handler(self, kp: Kprobe, regs: PtRegs) -> int:
+        free = self._free
+        if not free:
+            self.nmissed += 1
+            return 0
+        ri = free.pop()
+        mgr = self._mgr
+        assert mgr is not None
+        entry = self.entry_handler
+        if entry is not None:
+            ri.task = mgr.m.current_task
+            try:
+                skip = entry(ri, regs)
+            except BaseException:
+                ri.task = None
+                free.append(ri)
+                raise
+            if skip:
+                ri.task = None
+                free.append(ri)
+                return 0
+        self._prepare(mgr, ri, regs)
+        return 0
+
+    def _prepare(self, mgr: KprobeManager, ri: KretprobeInstance, regs: PtRegs) -> None:
+        """``arch_prepare_kretprobe()`` plus the push on the task's list."""
+        task = ri.task = mgr.m.current_task
+        sp = regs.rsp
+        tramp = mgr.trampoline
+        ret = mgr._read_u64(sp)
+        stack = mgr.inflight.get(task)
+        if stack is None:
+            stack = mgr.inflight[task] = []
+        # Frames at or below this one are gone unless they are this very call,
+        # hijacked a moment ago by another kretprobe on the same entry.
+        while stack and (stack[-1].fp < sp or (stack[-1].fp == sp and ret != tramp)):
+            mgr.recycle(stack.pop())
+        if ret == tramp and stack and stack[-1].fp == sp:
+            ret = stack[-1].ret_addr
+        ri.ret_addr = ret
+        ri.fp = sp
+        mgr.m.mem.write_u64(sp, tramp)
+        stack.append(ri)
+
+    def __repr__(self) -> str:
+        where = self.kp.symbol_name or (f"{self.kp.addr:#x}" if self.kp.addr is not None else "?")
+        return (f"<Kretprobe {where} maxactive={self.maxactive} "
+                f"nmissed={self.nmissed} {'registered' if self.registered else 'unregistered'}>")
