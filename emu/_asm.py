@@ -2,7 +2,9 @@
 
 Rule (issue #2): every label at the start of a line whose name does not start
 with ``.`` is a symbol, and a symbol extends to the next symbol (the last one to
-the end of the code). Keystone does not report label addresses, so one table of
+the end of the code). Labels starting with ``.`` are local to the symbol they
+follow (as in NASM), so two functions may both use ``.done``; they are renamed
+``.Lsymbol..done`` before assembly. Comments start with ``#``. Keystone does not report label addresses, so one table of
 ``.quad label`` entries is appended to the source and read back from the tail of
 the output: a single assembly pass gives every address.
 """
@@ -19,6 +21,8 @@ from ._errors import AsmError
 __all__ = ["assemble", "Assembled"]
 
 _LABEL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_$@]*)\s*:", re.MULTILINE)
+_LOCAL_DEF = re.compile(r"^\s*(\.[A-Za-z_][A-Za-z0-9_]*)\s*:")
+_LOCAL_REF = re.compile(r"(?<![\w.])(\.[A-Za-z_][A-Za-z0-9_]*)\b")
 _ks = Ks(KS_ARCH_X86, KS_MODE_64)
 
 
@@ -39,7 +43,30 @@ def _asm(source: str, base: int) -> bytes:
     return bytes(encoding)
 
 
+def _scope_locals(source: str) -> str:
+    """Rename each symbol's ``.local`` labels to ``.Lsymbol..local``."""
+    lines = source.splitlines()
+    chunks: list[tuple[str, list[str]]] = [("", [])]
+    for line in lines:
+        head = _LABEL.match(line)
+        if head:
+            chunks.append((head.group(1), []))
+        chunks[-1][1].append(line)
+    out: list[str] = []
+    for owner, chunk in chunks:
+        defined = {m.group(1) for m in map(_LOCAL_DEF.match, chunk) if m}
+        if not defined or not owner:
+            out.extend(chunk)
+            continue
+        def rename(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return f".L{owner}.{name}" if name in defined else name
+        out.extend(_LOCAL_REF.sub(rename, line.split("#", 1)[0]) for line in chunk)
+    return "\n".join(out) + "\n"
+
+
 def assemble(source: str, base: int) -> Assembled:
+    source = _scope_locals(source)
     labels: list[str] = []
     for name in _LABEL.findall(source):
         if name not in labels:

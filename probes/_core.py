@@ -241,6 +241,20 @@ class KprobeManager:
         self.running = False
 
     # --- kretprobe return path --------------------------------------------------------
+    def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
+        """The task's in-flight instances, after reclaiming those whose frames are
+        gone at a function entry with return-address slot ``sp``: frames below
+        it, and one at ``sp`` itself unless this very call was just hijacked by
+        another kretprobe on the same entry."""
+        stack = self.inflight.get(task)
+        if stack is None:
+            stack = self.inflight[task] = []
+        while stack and stack[-1].fp <= sp:
+            if stack[-1].fp == sp and self._read_u64(sp) == self.trampoline:
+                break
+            self.recycle(stack.pop())
+        return stack
+
     def recycle(self, ri: KretprobeInstance) -> None:
         ri.task = None
         rp = ri.rp

@@ -102,13 +102,16 @@ class Kretprobe:
                       for _ in range(self.maxactive)]
 
     def _pre_handler(self, kp: Kprobe, regs: PtRegs) -> int:
-        free = self._free
-        if not free:
-            self.nmissed += 1
-            return 0
-        ri = free.pop()
         mgr = self._mgr
         assert mgr is not None
+        free = self._free
+        if not free:
+            # Instances of frames that are gone (longjmp, aborted call) come back first.
+            mgr.inflight_of(mgr.m.current_task, regs.rsp)
+            if not free:
+                self.nmissed += 1
+                return 0
+        ri = free.pop()
         entry = self.entry_handler
         if entry is not None:
             ri.task = mgr.m.current_task
@@ -129,20 +132,13 @@ class Kretprobe:
         """``arch_prepare_kretprobe()`` plus the push on the task's list."""
         task = ri.task = mgr.m.current_task
         sp = regs.rsp
-        tramp = mgr.trampoline
+        stack = mgr.inflight_of(task, sp)
         ret = mgr._read_u64(sp)
-        stack = mgr.inflight.get(task)
-        if stack is None:
-            stack = mgr.inflight[task] = []
-        # Frames at or below this one are gone unless they are this very call,
-        # hijacked a moment ago by another kretprobe on the same entry.
-        while stack and (stack[-1].fp < sp or (stack[-1].fp == sp and ret != tramp)):
-            mgr.recycle(stack.pop())
-        if ret == tramp and stack and stack[-1].fp == sp:
-            ret = stack[-1].ret_addr
+        if ret == mgr.trampoline and stack and stack[-1].fp == sp:
+            ret = stack[-1].ret_addr     # another kretprobe on this entry hijacked it first
         ri.ret_addr = ret
         ri.fp = sp
-        mgr.m.mem.write_u64(sp, tramp)
+        mgr.m.mem.write_u64(sp, mgr.trampoline)
         stack.append(ri)
 
     def __repr__(self) -> str:
