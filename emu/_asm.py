@@ -4,7 +4,10 @@ Rule (issue #2): every label at the start of a line whose name does not start
 with ``.`` is a symbol, and a symbol extends to the next symbol (the last one to
 the end of the code). Labels starting with ``.`` are local to the symbol they
 follow (as in NASM), so two functions may both use ``.done``; they are renamed
-``.Lsymbol..done`` before assembly. Comments start with ``#``. Keystone does not report label addresses, so one table of
+``symbol.done`` before assembly (Keystone cannot use a name starting with
+``.`` inside a memory operand); refer to another symbol's local label by that
+full name. Comments start with ``#``. Mnemonics
+Keystone does not know (``endbr64``) are replaced by their bytes. Keystone does not report label addresses, so one table of
 ``.quad label`` entries is appended to the source and read back from the tail of
 the output: a single assembly pass gives every address.
 """
@@ -43,8 +46,16 @@ def _asm(source: str, base: int) -> bytes:
     return bytes(encoding)
 
 
+# Instructions Keystone 0.9 cannot assemble, as raw bytes.
+_RAW_MNEMONICS = {
+    "endbr64": ".byte 0xf3, 0x0f, 0x1e, 0xfa",
+    "endbr32": ".byte 0xf3, 0x0f, 0x1e, 0xfb",
+}
+_RAW = re.compile(r"^(\s*)(" + "|".join(_RAW_MNEMONICS) + r")\s*$", re.MULTILINE)
+
+
 def _scope_locals(source: str) -> str:
-    """Rename each symbol's ``.local`` labels to ``.Lsymbol..local``."""
+    """Rename each symbol's ``.local`` labels to ``symbol.local``."""
     lines = source.splitlines()
     chunks: list[tuple[str, list[str]]] = [("", [])]
     for line in lines:
@@ -60,17 +71,17 @@ def _scope_locals(source: str) -> str:
             continue
         def rename(match: re.Match[str]) -> str:
             name = match.group(1)
-            return f".L{owner}.{name}" if name in defined else name
+            return f"{owner}{name}" if name in defined else name
         out.extend(_LOCAL_REF.sub(rename, line.split("#", 1)[0]) for line in chunk)
     return "\n".join(out) + "\n"
 
 
 def assemble(source: str, base: int) -> Assembled:
-    source = _scope_locals(source)
     labels: list[str] = []
     for name in _LABEL.findall(source):
         if name not in labels:
             labels.append(name)
+    source = _RAW.sub(lambda mt: mt.group(1) + _RAW_MNEMONICS[mt.group(2)], _scope_locals(source))
     if not labels:
         return Assembled(_asm(source, base), base, [])
     table = "\n" + "\n".join(f".quad {name}" for name in labels) + "\n"

@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
 from unicorn import unicorn_const as _uc
@@ -23,10 +23,16 @@ from ._asm import assemble
 from ._cpu import Cpu
 from ._errors import EmuError, GuestFault, SymbolNotFound
 from ._memory import PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, page_up
-from ._regtable import ARG_REGS, MASK64, RAX, RIP, RSP, to_signed64
+from ._objects import ObjectTable
+from ._regtable import ARG_REGS, MASK64, RAX, RBP, RIP, RSP, to_signed64
+from ._streams import HostStream
 from ._symbols import SymbolTable
 from ._task import Task
+from ._unwind import unwind
 from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks
+
+if TYPE_CHECKING:
+    from .linux import Kernel
 
 __all__ = ["Machine", "DEFAULT_MAX_INSNS"]
 
@@ -71,7 +77,7 @@ class Machine:
         self.timeout = timeout
         self.traps: dict[int, Callback] = {}
         self._hooks = RawHooks(self._uc)
-        self._code_hooks: dict[int, Callback] = {}
+        self._code_hooks: dict[int, int] = {}      # handle -> address
         self._abort_exc: BaseException | None = None
         self._fault: tuple[str, str] | None = None
         self._depth = 0
@@ -82,6 +88,15 @@ class Machine:
         self.current_task: Task = self.tasks[0]
         self._exit = self.mem.map(STACK_TOP, PAGE, PROT_RX, "[exit]").start
         self.mem.write(self._exit, b"\xf4")   # never executed: emu_start stops on it
+        # Programs loaded from ELF files (emu._elf, emu.linux): the mapped objects,
+        # the syscall layer, and where the guest's standard output and error go
+        # (binary or text streams, see emu._streams; default: the host's).
+        self.objects = ObjectTable(self.symbols)
+        self.on_object_mapped = self.objects.on_mapped
+        self.kernel: Kernel | None = None
+        self.stdout: Any = HostStream("stdout")
+        self.stderr: Any = HostStream("stderr")
+        self.unknown_syscalls: dict[int, str] = {}     # number -> name, each once
         self._install_hooks()
 
     # --- construction ---------------------------------------------------------
@@ -90,6 +105,31 @@ class Machine:
         """Assemble Intel-syntax ``source`` at ``base``; labels become symbols."""
         m = cls(**kwargs)
         m.load_asm(source, base)
+        return m
+
+    @classmethod
+    def from_elf(cls, path: str, argv: Sequence[str | bytes] | None = None,
+                 env: Mapping[str, str] | Sequence[str] | None = None, stdin: bytes = b"",
+                 fs_root: str | None = None, fs_writable: bool = False, *, seed: int = 0,
+                 **kwargs: Any) -> Machine:
+        """Load an x86-64 ELF program (static, static-pie or dynamic), ready to :meth:`run`.
+
+        Args:
+            path: the executable.
+            argv: its arguments including ``argv[0]`` (default ``[path]``).
+            env: its environment (default: empty, for reproducible runs).
+            stdin: everything its standard input will read.
+            fs_root: a host directory the guest may read (its working directory).
+            fs_writable: the guest may also write under ``fs_root``.
+            seed: seeds ``AT_RANDOM`` and ``getrandom``.
+            kwargs: passed to :class:`Machine` (``max_insns`` for :meth:`call`, ...).
+
+        Raises:
+            LoadError: the file (or its interpreter) cannot be loaded; one line.
+        """
+        from ._elf import load_program
+        m = cls(**kwargs)
+        m.kernel = load_program(m, path, argv, env, stdin, fs_root, fs_writable, seed)
         return m
 
     def load_asm(self, source: str, base: int) -> None:
@@ -144,17 +184,30 @@ class Machine:
                 self.abort(exc)
 
         handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, on_code, addr, addr)
+        self._code_hooks[handle] = addr
         self.mem.invalidate_code(addr, addr + 1)
         return handle
 
     def unhook(self, handle: int) -> None:
+        """Remove a :meth:`hook_code` hook; blocks that called it are retranslated."""
         self._hooks.delete(handle)
+        addr = self._code_hooks.pop(handle)
+        self.mem.invalidate_code(addr, addr + 1)
 
     def abort(self, exc: BaseException) -> None:
         """Stop the guest; the running :meth:`call` raises ``exc`` (the first one)."""
         if self._abort_exc is None:
             self._abort_exc = exc
         self._uc.emu_stop()
+
+    @property
+    def exit_address(self) -> int:
+        """The return address :meth:`call` pushes: reaching it ends the call."""
+        return self._exit
+
+    def unwind(self, rip: int, rsp: int, rbp: int) -> list[tuple[int, int | None]]:
+        """Frame-pointer unwind: ``[(rip, None), (return address, its stack slot), ...]``."""
+        return list(unwind(self, rip, rsp, rbp))
 
     # --- symbols ----------------------------------------------------------------
     def resolve(self, func: str | int) -> int:
@@ -195,6 +248,9 @@ class Machine:
             raise EmuError(f"call({func!r}) takes at most {len(ARG_REGS)} integer arguments, got {len(args)}")
         gpr = self.cpu.gpr
         nested = self._depth > 0
+        if not nested:
+            self._hooks.release_retired()
+            gpr[RBP] = 0                # the outermost frame: ends frame-pointer chains
         saved = self._uc.context_save() if nested else None
         top = gpr[RSP] - _RED_ZONE if nested else self.current_task.stack_top - 64
         sp = (top & ~0xF) - 8           # SysV: rsp + 8 is 16-byte aligned at entry
@@ -210,6 +266,38 @@ class Machine:
             self._depth -= 1
             if saved is not None:
                 self._uc.context_restore(saved)
+
+    def run(self, *, max_insns: int | None = None, timeout: float | None = None) -> int:
+        """Run the program loaded by :meth:`from_elf` to its end.
+
+        Args:
+            max_insns: instruction budget of the whole run (default: none).
+            timeout: wall-clock limit in seconds (default: none).
+
+        Returns:
+            The exit status (0..255), or 128 + the signal number when a signal
+            ended the process, as a shell reports it.
+
+        Raises:
+            GuestFault: the guest faulted or exceeded its budget.
+        """
+        from .linux import ProcessExit
+        if self.kernel is None:
+            raise EmuError("run() needs a program: load one with Machine.from_elf")
+        if self.kernel.exited is not None:
+            raise EmuError("the program has already run to its exit")
+        saved = (self.max_insns, self.timeout)
+        self.max_insns, self.timeout = max_insns, timeout
+        self._depth += 1
+        try:
+            self._run(self.cpu.gpr[RIP], self._exit)
+        except ProcessExit as done:
+            return done.status
+        finally:
+            self._depth -= 1
+            self.max_insns, self.timeout = saved
+        raise GuestFault("guest fault: the program returned into the emulator's exit page",
+                         rip=self._exit, reason="exception")
 
     def _run(self, begin: int, until: int) -> None:
         self._fault = None

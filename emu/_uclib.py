@@ -38,6 +38,7 @@ class RawHooks:
     def __init__(self, uc: Uc) -> None:
         self._uc = uc
         self._keep: dict[int, Any] = {}
+        self._retired: list[Any] = []   # callbacks deleted while maybe still running
 
     def add(self, htype: int, cfunc_type: Any, fn: Callable[..., Any],
             begin: int = 1, end: int = 0, *extra: Any) -> int:
@@ -53,5 +54,13 @@ class RawHooks:
         return handle.value
 
     def delete(self, handle: int) -> None:
+        """Delete a hook. Its function pointer is kept until :meth:`release_retired`:
+        the hook may be deleting itself from inside its own callback."""
         self._uc.hook_del(handle)
-        self._keep.pop(handle, None)
+        cfn = self._keep.pop(handle, None)
+        if cfn is not None:
+            self._retired.append(cfn)
+
+    def release_retired(self) -> None:
+        """Free deleted callbacks; call only while the engine is stopped."""
+        self._retired.clear()

@@ -81,3 +81,45 @@ call_sum8:
     add rsp, 16
     pop rbp
     ret
+
+# The stack-trace targets of test_kprobes.c.
+# kprobe_stacktrace_internal_target(): records and returns its return address.
+kprobe_stacktrace_internal_target:
+    push rbp
+    mov rbp, rsp
+    mov rax, qword ptr [rip + target_return_address]
+    test rax, rax
+    jnz .known
+    mov rax, qword ptr [rbp + 8]
+    mov qword ptr [rip + target_return_address], rax
+.known:
+    pop rbp
+    ret
+
+# kprobe_stacktrace_target(): records its return address, calls the internal target.
+kprobe_stacktrace_target:
+    push rbp
+    mov rbp, rsp
+    mov rax, qword ptr [rip + target_return_address + 8]
+    test rax, rax
+    jnz .known
+    mov rax, qword ptr [rbp + 8]
+    mov qword ptr [rip + target_return_address + 8], rax
+.known:
+    call kprobe_stacktrace_internal_target
+    mov rax, qword ptr [rip + target_return_address + 8]
+    pop rbp
+    ret
+
+# kprobe_stacktrace_driver(): calls the target, returns its own return address.
+kprobe_stacktrace_driver:
+    push rbp
+    mov rbp, rsp
+    call kprobe_stacktrace_target
+    mov rax, qword ptr [rbp + 8]
+    pop rbp
+    ret
+
+target_return_address:
+    .quad 0
+    .quad 0

@@ -28,7 +28,7 @@ from emu._memory import PROT_X
 from emu._regtable import RIP, RSP
 
 from ._errors import ProbeError
-from ._kprobe import KPROBE_FLAG_DISABLED, Kprobe
+from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_OPTIMIZED, Kprobe
 from ._regs import PtRegs
 from .arch.x86_64 import X86_64, ArchInsn
 
@@ -41,7 +41,7 @@ _EXT_KEY = "probes.kprobes"
 
 
 class _Site:
-    __slots__ = ("addr", "ainsn", "probes", "active", "posts", "armed", "pending", "dead")
+    __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "pending", "dead")
 
     def __init__(self, addr: int, ainsn: ArchInsn) -> None:
         self.addr = addr
@@ -49,7 +49,8 @@ class _Site:
         self.probes: list[Kprobe] = []
         self.active: tuple[Kprobe, ...] = ()     # enabled children, registration order
         self.posts: tuple[Kprobe, ...] = ()      # enabled children with a post_handler
-        self.armed = False
+        self.mode: str | None = None             # None (disarmed), "int3" or "optimized"
+        self.hook: int | None = None             # code hook handle while optimized
         self.pending: list[bool] = []            # out-of-line steps in flight (reenter?)
         self.dead = False
 
@@ -74,6 +75,7 @@ class KprobeManager:
         self.sites: dict[int, _Site] = {}
         self.running = False
         self.armed_all = True
+        self.optimize = False
         self.user_blacklist: list[tuple[int, int]] = []
         self.inflight: dict[Task, list[KretprobeInstance]] = {}
         self.regs = PtRegs(m.cpu.gpr, m.cpu, m.mem)
@@ -124,6 +126,8 @@ class KprobeManager:
         kp._mgr = self
         site.probes.append(kp)
         self.update(site)
+        if site.mode == "optimized":      # a joining child shares the aggregate's state
+            kp.flags |= KPROBE_FLAG_OPTIMIZED
 
     def unregister(self, kp: Kprobe) -> None:
         """``unregister_kprobe()``: a probe that is not registered here is ignored."""
@@ -132,6 +136,7 @@ class KprobeManager:
         site = self.sites[kp.addr]  # type: ignore[index]
         site.probes.remove(kp)
         kp._mgr = None
+        kp.flags &= ~KPROBE_FLAG_OPTIMIZED
         self.update(site)
         if not site.probes:
             del self.sites[site.addr]
@@ -147,14 +152,39 @@ class KprobeManager:
         self.arch.remove(site.ainsn)
 
     def update(self, site: _Site) -> None:
-        """Recompute the site's enabled children and (dis)arm its int3."""
+        """Recompute the site's enabled children and serve it the right way.
+
+        Armed iff a child is enabled and the global switch is on; then
+        optimized (a code hook, no patch: ``try_to_optimize_kprobe``) iff
+        optimization is on and no enabled child has a post_handler, else int3.
+        """
         site.refresh()
-        want = bool(site.active) and self.armed_all
-        if want and not site.armed:
-            self.arch.arm(site.addr)
-        elif site.armed and not want:
+        want: str | None = None
+        if site.active and self.armed_all:
+            want = "optimized" if self.optimize and not site.posts else "int3"
+        if want == site.mode:
+            return
+        if site.mode == "int3":
             self.arch.disarm(site.addr)
-        site.armed = want
+        elif site.mode == "optimized":
+            assert site.hook is not None
+            self.m.unhook(site.hook)
+            site.hook = None
+        if want == "int3":
+            self.arch.arm(site.addr)
+        elif want == "optimized":
+            opt_hit = self._opt_hit
+            site.hook = self.m.hook_code(site.addr, lambda _addr: opt_hit(site))
+        site.mode = want
+        for kp in site.probes:
+            if want == "optimized":
+                kp.flags |= KPROBE_FLAG_OPTIMIZED
+            else:
+                kp.flags &= ~KPROBE_FLAG_OPTIMIZED
+
+    def update_all(self) -> None:
+        for site in list(self.sites.values()):
+            self.update(site)
 
     def site_of(self, kp: Kprobe) -> _Site:
         return self.sites[kp.addr]  # type: ignore[index]
@@ -197,6 +227,25 @@ class KprobeManager:
                 self.running = False
                 return
         self._single_step(site, reenter=False)
+
+    def _opt_hit(self, site: _Site) -> None:
+        """An optimized probe: a code hook before the instruction, which then runs
+        in place (``optimized_callback``): no patch, no single-step, no RIP write
+        unless a pre_handler moved ``regs.rip``."""
+        if self.running:
+            for kp in site.active:
+                kp.nmissed += 1
+            return
+        self.running = True
+        regs = self.regs
+        regs._reset(site.addr)
+        call = self._call
+        for kp in site.active:
+            if kp.pre_handler is not None and call(kp.pre_handler, kp, regs):
+                self.running = False
+                self.m.cpu.set_pc_from_code_hook(regs._rip)
+                return
+        self.running = False
 
     def _single_step(self, site: _Site, reenter: bool) -> None:
         ainsn = site.ainsn

@@ -32,6 +32,7 @@ class Trampoline:
         disp = self.cell - (self.addr + 1 + jmp_len)
         code = b"\xcc" + b"\xff\x25" + struct.pack("<i", disp)
         m.mem.write(self.addr, code.ljust(_CELL_OFFSET, b"\xcc"))
+        m.symbols.add("__kretprobe_trampoline", self.addr, 1 + jmp_len)
         self.region = region
         self._buf = region.buf
 
