@@ -53,7 +53,9 @@ class Region:
     end: int
     perms: int
     name: str
-    buf: mmap.mmap = field(repr=False)
+    # The host buffer, ``buf[0]`` at ``start``: the mmap itself, or a slice of
+    # it once the region was split (:meth:`Memory.unmap_range`, :meth:`Memory.protect`).
+    buf: mmap.mmap | memoryview = field(repr=False)
     view: memoryview = field(repr=False)
 
     @property
@@ -130,6 +132,66 @@ class Memory:
         del self._starts[i]
         if self._last is region:
             self._last = None
+
+    def unmap_range(self, start: int, end: int) -> None:
+        """Unmap every page of ``[start, end)``, splitting regions at the edges.
+
+        Patched bytes in the range are forgotten (their memory is gone).
+        """
+        for r in self._split_range(start, end):
+            self.invalidate_code(r.start, r.end)
+            self._forget_patches(r.start, r.end)
+            self.unmap(r)
+
+    def protect(self, start: int, end: int, perms: int) -> None:
+        """Set ``perms`` on the mapped pages of ``[start, end)`` (``mprotect``)."""
+        for r in self._split_range(start, end):
+            self._uc.mem_protect(r.start, r.size, perms)
+            r.perms = perms
+
+    def regions_in(self, start: int, end: int) -> list[Region]:
+        """The regions overlapping ``[start, end)``, in address order."""
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        out = []
+        for r in self._regions[i:]:
+            if r.start >= end:
+                break
+            if r.end > start:
+                out.append(r)
+        return out
+
+    def _split_range(self, start: int, end: int) -> list[Region]:
+        if start % PAGE or end % PAGE:
+            raise EmuError(f"range {start:#x}-{end:#x} is not page-aligned")
+        self._split_at(start)
+        self._split_at(end)
+        return self.regions_in(start, end)
+
+    def _split_at(self, addr: int) -> None:
+        """Make ``addr`` a region boundary. Unicorn sees the two halves as two
+        host-pointer mappings of the same buffer, so no byte moves."""
+        r = self.region_at(addr)
+        if r is None or r.start == addr:
+            return
+        self._uc.mem_unmap(r.start, r.size)
+        i = self._regions.index(r)
+        halves = []
+        for lo, hi in ((r.start, addr), (addr, r.end)):
+            view = r.view[lo - r.start:hi - r.start]
+            ptr = ctypes.addressof(ctypes.c_char.from_buffer(view))
+            self._uc.mem_map_ptr(lo, hi - lo, r.perms, ptr)
+            halves.append(Region(lo, hi, r.perms, r.name, view, view))
+        self._regions[i:i + 1] = halves
+        self._starts[i:i + 1] = [h.start for h in halves]
+        self._last = None
+
+    def _forget_patches(self, start: int, end: int) -> None:
+        lo = bisect.bisect_left(self._patched, start)
+        hi = bisect.bisect_left(self._patched, end)
+        for a in self._patched[lo:hi]:
+            del self._shadow[a]
+            del self._patch_value[a]
+        del self._patched[lo:hi]
 
     def overlaps(self, start: int, end: int) -> bool:
         i = bisect.bisect_left(self._starts, end) - 1

@@ -1,0 +1,172 @@
+"""Loading an ELF program into a machine (``fs/binfmt_elf.c:load_elf_binary``).
+
+The loader does what ``execve`` does and no more: map the executable's
+``PT_LOAD`` segments (``ET_EXEC`` at their addresses, ``ET_DYN`` at
+:data:`PIE_BASE`), map the ``PT_INTERP`` interpreter if there is one (top-down,
+as the kernel's ``mmap`` would), set the program break after the executable,
+build the initial stack (:mod:`emu._initstack`), clear the registers
+(``ELF_PLAT_INIT``) and start the syscall layer. The interpreter then maps the
+shared libraries itself, through the guest's ``openat`` and ``mmap``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from unicorn.x86_const import (
+    UC_X86_REG_FPCW,
+    UC_X86_REG_FS_BASE,
+    UC_X86_REG_GS_BASE,
+    UC_X86_REG_MXCSR,
+)
+
+from ._elfhdr import ET_DYN, ET_EXEC, PF_R, PF_W, PF_X, ElfFile, read_elf
+from ._errors import LoadError
+from ._initstack import ProcessImage, build_stack
+from ._memory import PROT_R, PROT_RW, PROT_W, PROT_X, Memory, Region, page_down, page_up
+from ._objects import EXE, INTERP
+from ._regtable import NR_FAST, RIP, RSP
+from .linux import AddressSpace, FsPolicy, Kernel
+
+if TYPE_CHECKING:
+    from ._machine import Machine
+
+__all__ = ["load_program", "PIE_BASE", "PROCESS_STACK_SIZE"]
+
+PIE_BASE = 0x5555_5555_4000        # ELF_ET_DYN_BASE, no randomisation (what gdb shows)
+PROCESS_STACK_SIZE = 8 << 20       # RLIMIT_STACK of a fresh shell
+_MMAP_GAP = 1 << 20                # between the stack and the top of the mmap area
+_MMAP_MIN_ADDR = 0x10000
+_PF_TO_PROT = {PF_R: PROT_R, PF_W: PROT_W, PF_X: PROT_X}
+_INIT_REGS = {UC_X86_REG_FPCW: 0x37F, UC_X86_REG_MXCSR: 0x1F80,
+              UC_X86_REG_FS_BASE: 0, UC_X86_REG_GS_BASE: 0}
+
+Env = Mapping[str, str] | Sequence[str] | None
+
+
+def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = None,
+                 env: Env = None, stdin: bytes = b"", fs_root: str | None = None,
+                 fs_writable: bool = False, seed: int = 0) -> Kernel:
+    """Load the program at ``path`` into the fresh machine ``m``, ready to run.
+
+    Raises:
+        LoadError: the program or its interpreter is missing, unreadable,
+            truncated, not x86-64 ELF, or does not fit the address space.
+    """
+    exe = read_elf(path)
+    interp = _read_interp(path, exe)
+    stack = _process_stack(m)
+    files = (path,) if interp is None else (path, interp.path)
+    try:
+        policy = FsPolicy(fs_root, fs_writable, files=files)
+    except OSError as exc:
+        raise LoadError(str(exc)) from None
+    mm = AddressSpace(m.mem, stack.start - _MMAP_GAP)
+    exe_base = PIE_BASE if exe.e_type == ET_DYN else 0
+    map_image(m.mem, exe, exe_base, os.path.abspath(path))
+    mm.brk_start = mm.brk = page_up(exe.high + exe_base)
+    interp_base = 0
+    if interp is not None:
+        interp_base = mm.find_free(page_up(interp.high) - interp.low) - interp.low
+        map_image(m.mem, interp, interp_base, interp.path)
+    k = Kernel(m, policy, mm, stdin=stdin, exe_path=os.path.realpath(path), seed=seed)
+    m.objects.add_object(exe, path, exe_base, EXE)
+    if interp is not None:
+        m.objects.add_object(interp, interp.path, interp_base, INTERP)
+    phdr = exe.phdr_vaddr + exe_base if exe.phdr_vaddr is not None else 0
+    image = ProcessImage(phdr=phdr, phnum=exe.phnum, entry=exe.entry + exe_base, interp_base=interp_base,
+                         uid=k.uid, gid=k.gid)
+    sp = build_stack(m.mem, stack.end, _argv(path, argv), _env(env), os.fsencode(path), image,
+                     k.rng.randbytes(16))
+    k.entry = interp.entry + interp_base if interp is not None else image.entry
+    _initial_registers(m, sp, k.entry)
+    k.install()
+    return k
+
+
+def _read_interp(path: str, exe: ElfFile) -> ElfFile | None:
+    if exe.interp is None:
+        return None
+    if not os.path.exists(exe.interp):
+        raise LoadError(f"{path}: interpreter {exe.interp} (PT_INTERP) not found")
+    interp = read_elf(exe.interp)
+    if interp.e_type != ET_DYN or interp.interp is not None:
+        raise LoadError(f"{path}: interpreter {exe.interp} is not a self-contained shared object")
+    return interp
+
+
+def _process_stack(m: Machine) -> Region:
+    """Give the main task a stack as big as a shell's (it is mapped lazily by the host)."""
+    task = m.tasks[0]
+    top = task.stack.end
+    m.mem.unmap(task.stack)
+    task.stack = m.mem.map(top - PROCESS_STACK_SIZE, PROCESS_STACK_SIZE, PROT_RW, "[stack]")
+    return task.stack
+
+
+def map_image(mem: Memory, elf: ElfFile, bias: int, name: str) -> None:
+    """Map the ``PT_LOAD`` segments of ``elf`` at ``bias``, as ``elf_map`` does.
+
+    Segments that share a page share one mapping, with the union of their
+    permissions; the bytes past ``p_filesz`` are zero (the bss).
+    """
+    if elf.e_type == ET_EXEC and bias:
+        raise LoadError(f"{elf.path}: ET_EXEC cannot be relocated")
+    for seg in elf.loads:
+        lo, hi = page_down(seg.vaddr + bias), page_up(seg.vaddr + seg.memsz + bias)
+        if lo < _MMAP_MIN_ADDR or hi > 0x7FFF_FFFF_F000:
+            raise LoadError(f"{elf.path}: segment at {seg.vaddr + bias:#x} is outside user space")
+        perms = _perms(seg.flags)
+        _map_fresh(mem, lo, hi, perms, name, elf.path)
+        data = elf.data[seg.offset:seg.offset + seg.filesz]
+        mem.write(seg.vaddr + bias, data)
+
+
+def _map_fresh(mem: Memory, lo: int, hi: int, perms: int, name: str, path: str) -> None:
+    addr = lo
+    for r in mem.regions_in(lo, hi):
+        if r.name != name:
+            raise LoadError(f"{path}: segment {lo:#x}-{hi:#x} overlaps {r.name} at {r.start:#x}")
+        if r.start > addr:
+            mem.map(addr, r.start - addr, perms, name)
+        mem.protect(max(r.start, lo), min(r.end, hi), r.perms | perms)
+        addr = r.end
+    if addr < hi:
+        mem.map(addr, hi - addr, perms, name)
+
+
+def _perms(flags: int) -> int:
+    perms = 0
+    for flag, prot in _PF_TO_PROT.items():
+        if flags & flag:
+            perms |= prot
+    return perms | PROT_R if perms else 0
+
+
+def _argv(path: str, argv: Sequence[str | bytes] | None) -> list[bytes]:
+    return [os.fsencode(a) for a in (argv if argv is not None else [path])]
+
+
+def _env(env: Env) -> list[bytes]:
+    if env is None:
+        return []
+    if isinstance(env, Mapping):
+        return [os.fsencode(f"{k}={v}") for k, v in env.items()]
+    return [os.fsencode(e) for e in env]
+
+
+def _initial_registers(m: Machine, sp: int, entry: int) -> None:
+    """``ELF_PLAT_INIT``: every general register zero (rdx: no ``rtld_fini``), and
+    the FPU in its init state (``fpstate_init_fstate``): Unicorn starts with a zero
+    control word, i.e. single precision and unmasked exceptions, which breaks
+    long double arithmetic (musl's printf rounds wrongly)."""
+    gpr = m.cpu.gpr
+    for i in range(NR_FAST):
+        gpr[i] = 0
+    gpr[RSP] = sp
+    gpr[RIP] = entry
+    for reg, value in _INIT_REGS.items():
+        m._uc.reg_write(reg, value)
+

@@ -1,0 +1,71 @@
+"""``kprobe-emu run BINARY [ARGS...]``: run an x86-64 Linux program in the emulator.
+
+The guest's standard output and error pass through; the command exits with the
+program's status. A program that cannot be loaded, faults or runs away ends the
+command with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from emu import GuestFault, LoadError, Machine
+
+from .cli import command
+
+# Exit status for a guest that did not exit by itself: the signal a real
+# process would have died of (128 + signo, as a shell reports it), and
+# timeout(1)'s 124 for a runaway.
+_FAULT_STATUS = {
+    "unmapped": 128 + 11, "protection": 128 + 11, "exception": 128 + 11,
+    "invalid-instruction": 128 + 4, "trap": 128 + 5,
+    "insn-budget": 124, "timeout": 124,
+}
+LOAD_FAILED = 127          # what a shell returns when it cannot execute a program
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("binary", help="the x86-64 ELF executable (static, static-pie or dynamic)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the program")
+    p.add_argument("--max-insns", type=int, default=None, metavar="N",
+                   help="stop the program after N instructions (default: no limit)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop the program after S seconds (default: no limit)")
+    p.add_argument("--fs-root", default=None, metavar="DIR",
+                   help="let the program read files under DIR (its working directory)")
+    p.add_argument("--fs-writable", action="store_true",
+                   help="also let it create and write files under --fs-root")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.fs_writable and args.fs_root is None:
+        print("kprobe-emu run: --fs-writable needs --fs-root DIR", file=sys.stderr)
+        return 2
+    try:
+        m = Machine.from_elf(args.binary, [args.binary, *args.args], env=dict(os.environ),
+                             stdin=_stdin_bytes(), fs_root=args.fs_root,
+                             fs_writable=args.fs_writable)
+    except LoadError as exc:
+        print(f"kprobe-emu run: {exc}", file=sys.stderr)
+        return LOAD_FAILED
+    try:
+        return m.run(max_insns=args.max_insns, timeout=args.timeout)
+    except GuestFault as exc:
+        sys.stdout.flush()
+        print(f"kprobe-emu run: {args.binary}: {exc}", file=sys.stderr)
+        return _FAULT_STATUS.get(exc.reason, 128 + 11)
+
+
+def _stdin_bytes() -> bytes:
+    """The host's standard input when it is a file or a pipe; nothing from a terminal."""
+    try:
+        if sys.stdin is None or sys.stdin.isatty():
+            return b""
+        return sys.stdin.buffer.read()
+    except (OSError, ValueError, AttributeError):    # closed, or replaced (pytest)
+        return b""
+
+
+command("run", "run an x86-64 Linux program in the emulator", _configure, _run)
