@@ -56,7 +56,9 @@ class RawHooks:
     def delete(self, handle: int) -> None:
         """Delete a hook. Its function pointer is kept until :meth:`release_retired`:
         the hook may be deleting itself from inside its own callback."""
-        self._uc.hook_del(handle)
+        status = uclib.uc_hook_del(self._uc._uch, ctypes.c_size_t(handle))
+        if status != 0:
+            raise RuntimeError(f"uc_hook_del failed with Unicorn error {status}")
         cfn = self._keep.pop(handle, None)
         if cfn is not None:
             self._retired.append(cfn)

@@ -53,5 +53,7 @@ def stack_trace(m: Machine, regs: PtRegs) -> list[int]:
     for addr, slot in m.unwind(regs.rip, regs.rsp, regs.rbp):
         if addr == tramp and slot is not None:
             addr = real.get(slot, addr)
+            if addr == m.exit_address:      # the hijacked outermost frame
+                break
         trace.append(addr)
     return trace

@@ -103,7 +103,8 @@ def test_probe_after_the_code_was_cached_takes_effect(machine: Machine) -> None:
     assert len(hits) == 10
 
 
-def test_read_shows_the_original_bytes_not_int3(machine: Machine) -> None:
+def test_read_shows_the_original_bytes_not_int3() -> None:
+    machine = guest.load("fib")
     start = machine.symbols["fib"]
     before = machine.read(start, 16)
     register_kprobe(machine, Kprobe("fib"))
@@ -116,6 +117,7 @@ def test_read_shows_the_original_bytes_not_int3(machine: Machine) -> None:
 
 
 def test_write_over_a_probed_byte_keeps_the_probe(machine: Machine) -> None:
+    """Also for an optimized probe: the write drops cached code, the hook stays."""
     """Writing code under a probe updates the saved original, the int3 stays."""
     hits = []
     addr = machine.symbols["fib"]

@@ -1,0 +1,274 @@
+"""Aggregate probes, enable/disable, KPROBE_FLAG_DISABLED, arm_all/disarm_all,
+the blacklist, optimization and the probe list (kernel/kprobes.c)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+import guest
+from emu import Machine
+from probes import (
+    KPROBE_FLAG_DISABLED,
+    KPROBE_FLAG_OPTIMIZED,
+    Kprobe,
+    Kretprobe,
+    ProbeError,
+    add_blacklist,
+    arm_all,
+    disable_kprobe,
+    disable_kretprobe,
+    disarm_all,
+    enable_kprobe,
+    enable_kretprobe,
+    list_probes,
+    register_kprobe,
+    register_kretprobe,
+    set_optimization,
+    stack_trace,
+    unregister_kprobe,
+)
+from tests.conftest import fib
+
+
+def counting(log: list[str], name: str, ret: int = 0):
+    def pre(kp, regs):
+        log.append(name)
+        return ret
+    return pre
+
+
+def armed(m: Machine, addr: int) -> bool:
+    """Is the address served by a probe (planted int3 or code hook)?"""
+    return "0000" in list_probes(m) and (m.mem.is_patched(addr) or any(
+        line.endswith("[OPTIMIZED]") and int(line.split()[0], 16) == addr
+        for line in list_probes(m).splitlines()))
+
+
+# --- aggregates -----------------------------------------------------------------------
+def test_aggregate_runs_pre_handlers_in_registration_order(machine: Machine) -> None:
+    log: list[str] = []
+    for name in "abc":
+        register_kprobe(machine, Kprobe("open_file", pre_handler=counting(log, name)))
+    machine.call("open_file", 1)
+    assert log == ["a", "b", "c"]
+    assert len({line.split()[0] for line in list_probes(machine).splitlines()}) == 1
+
+
+def test_aggregate_nonzero_pre_handler_stops_the_chain() -> None:
+    """aggr_pre_handler: a non-zero return ends the walk (and the single-step)."""
+    m = guest.load("open_file")
+    log: list[str] = []
+
+    def skip_call(kp, regs):          # emulate `return -5` and say "I moved rip"
+        log.append("stop")
+        regs.rax = (-5) & (2**64 - 1)
+        regs.rip = int.from_bytes(m.read(regs.rsp, 8), "little")
+        regs.rsp += 8
+        return 1
+
+    register_kprobe(m, Kprobe("open_file", pre_handler=counting(log, "first")))
+    register_kprobe(m, Kprobe("open_file", pre_handler=skip_call))
+    register_kprobe(m, Kprobe("open_file", pre_handler=counting(log, "never")))
+    assert m.call("open_file", 1) == -5
+    assert log == ["first", "stop"]
+
+
+def test_kprobe_and_kretprobe_share_an_address(machine: Machine) -> None:
+    log: list[str] = []
+    register_kprobe(machine, Kprobe("fib", pre_handler=counting(log, "k")))
+    register_kretprobe(machine, Kretprobe("fib", handler=lambda ri, r: log.append("r")))
+    assert machine.call("fib", 1) == 1
+    assert log == ["k", "r"]
+    lines = list_probes(machine).splitlines()
+    assert [line.split()[1] for line in lines] == ["k", "r"]
+
+
+# --- enable / disable -----------------------------------------------------------------
+def test_disable_one_child_keeps_the_others_and_the_int3(machine: Machine) -> None:
+    log: list[str] = []
+    a = Kprobe("open_file", pre_handler=counting(log, "a"))
+    b = Kprobe("open_file", pre_handler=counting(log, "b"))
+    register_kprobe(machine, a)
+    register_kprobe(machine, b)
+    addr = a.addr
+    disable_kprobe(machine, a)
+    assert a.flags & KPROBE_FLAG_DISABLED
+    machine.call("open_file", 1)
+    assert log == ["b"]
+    assert armed(machine, addr)
+    disable_kprobe(machine, b)
+    assert not armed(machine, addr)
+    machine.call("open_file", 1)
+    assert log == ["b"]
+    enable_kprobe(machine, a)
+    machine.call("open_file", 1)
+    assert log == ["b", "a"]
+
+
+def test_enable_disable_of_an_unregistered_probe_is_einval(machine: Machine) -> None:
+    for fn in (enable_kprobe, disable_kprobe):
+        with pytest.raises(ProbeError) as info:
+            fn(machine, Kprobe("fib"))
+        assert info.value.errno == errno.EINVAL
+    for fn in (enable_kretprobe, disable_kretprobe):
+        with pytest.raises(ProbeError) as info:
+            fn(machine, Kretprobe("fib"))
+        assert info.value.errno == errno.EINVAL
+
+
+def test_flag_disabled_registers_disarmed(machine: Machine) -> None:
+    log: list[str] = []
+    kp = Kprobe("open_file", pre_handler=counting(log, "x"), flags=KPROBE_FLAG_DISABLED)
+    register_kprobe(machine, kp)
+    machine.call("open_loop", 5)
+    assert log == [] and not machine.mem.is_patched(kp.addr)
+    assert list_probes(machine).split()[-1] == "[DISABLED]"
+    enable_kprobe(machine, kp)
+    machine.call("open_loop", 5)
+    assert log == ["x"] * 5
+
+
+def test_disable_kretprobe_stops_new_calls(machine: Machine) -> None:
+    returns: list[int] = []
+    rp = Kretprobe("open_file", handler=lambda ri, r: returns.append(1))
+    register_kretprobe(machine, rp)
+    disable_kretprobe(machine, rp)
+    machine.call("open_loop", 5)
+    assert returns == []
+    enable_kretprobe(machine, rp)
+    machine.call("open_loop", 5)
+    assert len(returns) == 5
+
+
+# --- the global switch ------------------------------------------------------------------
+def test_disarm_all_and_arm_all_keep_per_probe_flags(machine: Machine) -> None:
+    log: list[str] = []
+    a = Kprobe("open_file", pre_handler=counting(log, "a"))
+    b = Kprobe("fib", pre_handler=counting(log, "b"))
+    register_kprobe(machine, a)
+    register_kprobe(machine, b)
+    disable_kprobe(machine, b)
+    disarm_all(machine)
+    late = Kprobe("open_loop", pre_handler=counting(log, "late"))
+    register_kprobe(machine, late)            # registered while disarmed: stays disarmed
+    machine.call("open_loop", 3)
+    machine.call("fib", 3)
+    assert log == []
+    assert not any(machine.mem.is_patched(p.addr) for p in (a, b, late))
+    arm_all(machine)
+    machine.call("open_loop", 3)
+    machine.call("fib", 3)
+    assert log == ["late", "a", "a", "a"]     # b is still individually disabled
+
+
+# --- blacklist ----------------------------------------------------------------------------
+def test_trampoline_and_slots_are_blacklisted(machine: Machine) -> None:
+    register_kretprobe(machine, Kretprobe("fib"))
+    with pytest.raises(ProbeError, match="blacklist") as info:
+        register_kprobe(machine, Kprobe("__kretprobe_trampoline"))
+    assert info.value.errno == errno.EINVAL
+    kp = Kprobe("fib", offset=1)               # mov rbp, rsp: runs out of line
+    register_kprobe(machine, kp)
+    slot_page = next(r for r in machine.mem.regions if r.name == "[kprobe_insn_slots]")
+    with pytest.raises(ProbeError) as info:
+        register_kprobe(machine, Kprobe(addr=slot_page.start))
+    assert info.value.errno == errno.EINVAL
+
+
+def test_add_blacklist_refuses_probes_in_the_range(machine: Machine) -> None:
+    sym = machine.symbols.get_symbol("ackermann")
+    add_blacklist(machine, sym.addr, sym.end)
+    with pytest.raises(ProbeError, match="ackermann") as info:
+        register_kprobe(machine, Kprobe("ackermann", offset=1))
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(ProbeError):
+        register_kretprobe(machine, Kretprobe("ackermann"))
+    register_kprobe(machine, Kprobe("fib"))   # elsewhere is fine
+
+
+# --- optimization ---------------------------------------------------------------------------
+def test_optimized_probes_patch_nothing_and_say_so() -> None:
+    m = guest.load("fib")
+    set_optimization(m, True)
+    hits: list[str] = []
+    kp = Kprobe("fib", pre_handler=counting(hits, "k"))
+    with_post = Kprobe("fib", offset=4, post_handler=lambda *a: hits.append("post"))
+    register_kprobe(m, kp)
+    register_kprobe(m, with_post)
+    assert kp.flags & KPROBE_FLAG_OPTIMIZED and not m.mem.is_patched(kp.addr)
+    assert not with_post.flags & KPROBE_FLAG_OPTIMIZED and m.mem.is_patched(with_post.addr)
+    assert m.call("fib", 5) == fib(5)
+    assert hits.count("k") == hits.count("post") == 2 * fib(6) - 1
+    set_optimization(m, False)
+    assert not kp.flags & KPROBE_FLAG_OPTIMIZED and m.mem.is_patched(kp.addr)
+    assert m.call("fib", 5) == fib(5)
+    assert hits.count("k") == 2 * (2 * fib(6) - 1)
+
+
+def test_optimized_pre_handler_can_redirect() -> None:
+    m = guest.load("open_file")
+    set_optimization(m, True)
+
+    def ret_minus_7(kp, regs):
+        regs.rax = (-7) & (2**64 - 1)
+        regs.rip = int.from_bytes(m.read(regs.rsp, 8), "little")
+        regs.rsp += 8
+        return 1
+
+    register_kprobe(m, Kprobe("open_file", pre_handler=ret_minus_7))
+    assert m.call("open_file", 1) == -7
+    assert m.call("open_loop", 10) == 10
+
+
+# --- the probe list ---------------------------------------------------------------------------
+def test_list_probes_format() -> None:
+    m = guest.load("fib")
+    register_kretprobe(m, Kretprobe("fib"))
+    register_kprobe(m, Kprobe("fib", offset=4, flags=KPROBE_FLAG_DISABLED))
+    register_kprobe(m, Kprobe("fib"))
+    base = m.symbols["fib"]
+    assert list_probes(m) == (
+        f"{base:016x}  r  fib+0x0\n"
+        f"{base:016x}  k  fib+0x0\n"
+        f"{base + 4:016x}  k  fib+0x4  [DISABLED]\n")
+    set_optimization(m, True)
+    assert list_probes(m).splitlines()[0] == f"{base:016x}  r  fib+0x0  [OPTIMIZED]"
+
+
+# --- stack traces from a kprobe ---------------------------------------------------------------
+def test_stack_trace_at_entry_and_inside_a_function(machine: Machine) -> None:
+    traces: list[list[str]] = []
+
+    def pre(kp, regs):
+        if regs.rdi == (1 if kp.addr == machine.symbols["is_odd"] else 0):
+            traces.append([machine.symbolize(a) for a in stack_trace(machine, regs)])
+        return 0
+
+    inner = machine.symbols["is_even"] + 4               # after push rbp; mov rbp, rsp
+    register_kprobe(machine, Kprobe("is_odd", pre_handler=pre))
+    register_kprobe(machine, Kprobe(addr=inner, pre_handler=pre))
+    register_kretprobe(machine, Kretprobe("is_even"))    # hijacked frames in the chain
+    assert machine.call("is_even", 2) == 1
+    at_entry, inside = traces
+    assert at_entry[0] == "is_odd+0x0"
+    assert inside[0] == "is_even+0x4"
+    assert all(frame.split("+")[0] in ("is_even", "is_odd") for frame in at_entry + inside)
+    assert len(at_entry) == 2 and len(inside) == 3       # no trampoline, no exit address
+
+
+# --- reentrancy -------------------------------------------------------------------------------------
+def test_probe_hit_inside_a_handler_is_missed_not_run(machine: Machine) -> None:
+    entries: list[int] = []
+    rp = Kretprobe("fib", entry_handler=lambda ri, r: entries.append(1), maxactive=64)
+    register_kretprobe(machine, rp)
+
+    def calls_fib(kp, regs):
+        assert machine.call("fib", 3) == fib(3)          # 5 nested hits on fib
+        return 0
+
+    register_kprobe(machine, Kprobe("open_file", pre_handler=calls_fib))
+    assert machine.call("open_file", 1) == 4
+    assert entries == [] and rp.kp.nmissed == 2 * fib(4) - 1
+    unregister_kprobe(machine, rp.kp)
