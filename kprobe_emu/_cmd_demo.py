@@ -13,12 +13,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="how many times the driver calls open_file (default 100)")
     p.add_argument("--maxactive", type=int, default=20, metavar="N",
                    help="kretprobe instances to preallocate (default 20, as the kernel sample)")
+    p.add_argument("--stacktrace", action="store_true",
+                   help="print the symbolized stack trace of each failed call")
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.calls < 0:
         raise CliError(f"--calls must be >= 0, got {args.calls}")
-    run_demo(calls=args.calls, maxactive=args.maxactive)
+    run_demo(calls=args.calls, maxactive=args.maxactive, stacktrace=args.stacktrace)
     return 0
 
 

@@ -20,6 +20,7 @@ from probes import (
     PtRegs,
     register_kretprobe,
     regs_return_value,
+    stack_trace,
     unregister_kretprobe,
 )
 
@@ -29,7 +30,7 @@ _STAMP = struct.Struct("<q")      # struct my_data { ktime_t entry_stamp; }
 
 
 def run_demo(func_name: str = "open_file", calls: int = 100, maxactive: int = 20,
-             out: Callable[[str], None] = print) -> Kretprobe:
+             out: Callable[[str], None] = print, stacktrace: bool = False) -> Kretprobe:
     m: Machine = guest.load("open_file")
 
     def entry_handler(ri: KretprobeInstance, regs: PtRegs) -> int:
@@ -41,6 +42,9 @@ def run_demo(func_name: str = "open_file", calls: int = 100, maxactive: int = 20
         if retval < 0:
             delta = time.monotonic_ns() - _STAMP.unpack_from(ri.data, 0)[0]
             out(f"{func_name}: return val = {retval} (duration = {delta} ns)")
+            if stacktrace:
+                for addr in stack_trace(m, regs):
+                    out(f"    {m.symbolize(addr)}")
         return 0
 
     rp = Kretprobe(symbol_name=func_name, handler=return_handler,

@@ -41,3 +41,11 @@ def test_module_entry_point() -> None:
     proc = subprocess.run([sys.executable, "-m", "kprobe_emu", "demo", "--calls", "5"],
                           capture_output=True, text=True, check=True)
     assert "Missed probing 0 instances of open_file" in proc.stdout
+
+
+def test_demo_stacktrace_shows_symbolized_callers(capsys) -> None:
+    assert main(["demo", "--calls", "4", "--stacktrace"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("open_file: return val"))
+    assert lines[i + 1].strip().startswith("open_loop+0x")
+    assert not any("trampoline" in line for line in lines)
