@@ -101,3 +101,20 @@ def test_error_message_is_one_line_and_names_the_input(machine: Machine) -> None
         register_kprobe(machine, Kprobe("fib", offset=2))
     text = str(info.value)
     assert "\n" not in text and "fib+0x2" in text and "EILSEQ" in text
+
+
+@pytest.mark.parametrize("insn", ["int3", "int 0x80", "ud2", "into" if False else "int1"])
+def test_trapping_instructions_are_refused_with_eilseq(insn: str) -> None:
+    """can_probe(): an int3 already there, int n and ud2 trap by design."""
+    body = {"int1": ".byte 0xf1"}.get(insn, insn)
+    m = Machine.from_asm(f"f:\n    nop\n    {body}\n    ret\n")
+    with pytest.raises(ProbeError, match="cannot be probed") as info:
+        register_kprobe(m, Kprobe("f", offset=1))
+    assert code_of(info) == errno.EILSEQ
+
+
+def test_far_jump_is_eopnotsupp() -> None:
+    m = Machine.from_asm("f:\n    nop\n    .byte 0xff, 0x2c, 0x24\n    ret\n")   # jmp far [rsp]
+    with pytest.raises(ProbeError) as info:
+        register_kprobe(m, Kprobe("f", offset=1))
+    assert code_of(info) == errno.EOPNOTSUPP

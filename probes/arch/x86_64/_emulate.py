@@ -69,11 +69,18 @@ def _addr32(insn: CsInsn) -> bool:
     return insn.prefix[3] == 0x67
 
 
+def _far(insn: CsInsn) -> bool:
+    """``jmp far``/``call far`` through memory (FF /5, FF /3): a segment change."""
+    return insn.opcode[0] == 0xFF and (insn.modrm >> 3) & 7 in (3, 5)
+
+
 # --- operand evaluation ------------------------------------------------------------
 def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int] | None:
     """A closure reading the single operand of an indirect call/jmp (64-bit)."""
     op = insn.operands[0]
     gpr = m.cpu.gpr
+    if _far(insn):
+        return None
     if op.type == X.X86_OP_REG:
         idx = fast_index(op.reg)
         return None if idx is None else (lambda: gpr[idx])
