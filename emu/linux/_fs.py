@@ -6,7 +6,8 @@ Rules (issue #4):
   ``/usr/local/lib``) and the harmless devices ``/dev/null``, ``/dev/zero``,
   ``/dev/urandom`` (``/dev/null`` also for writing);
 - the directory mapped with ``fs_root`` (read-only unless ``fs_writable``); it is
-  the guest's working directory, so relative paths land inside it;
+  the guest's working directory, so relative paths land inside it (without one,
+  the host's working directory is the guest's, readable by nothing);
 - nothing else. A path is judged by its host real path (every ``..`` and symlink
   resolved), so neither can lead out of an allowed tree.
 A denied access raises ``EACCES`` (the caller reports it once per path).
@@ -63,8 +64,9 @@ class FsPolicy:
 
     @property
     def cwd(self) -> str:
-        """The guest's working directory: the mapped root, else ``/``."""
-        return self.root or "/"
+        """The guest's working directory: the mapped root, else the host's (which
+        the guest can then name but not read)."""
+        return self.root or os.getcwd()
 
     def resolve(self, path: str, base: str, *, write: bool = False, follow: bool = True) -> str:
         """The host real path of guest ``path`` (relative to ``base``), if allowed.
