@@ -8,7 +8,10 @@ complete: its symbols join the machine's table and ``on_mapped`` callbacks run.
 
 Symbol names follow the uprobes ``PATH:SYMBOL`` convention with the file's
 base name: ``libc.so.6:malloc``; the executable's symbols keep their plain
-names (``main``), as they do for assembled code.
+names (``main``), as they do for assembled code. A stripped file that defines
+no symbols still has its ``.eh_frame``: each FDE's range becomes a function
+``sub_<link-time address in hex>`` (the disassemblers' convention), so probes
+and symbolize work there by address.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
@@ -31,7 +35,8 @@ __all__ = ["MappedObject", "FileMapping", "ObjectTable", "EXE", "INTERP", "LIB"]
 EXE, INTERP, LIB = "exe", "interp", "lib"
 _PAGE_MASK = ~0xFFF
 # pyelftools calls STT_GNU_IFUNC (10) "STT_LOOS".
-_SYMBOL_TYPES = frozenset({"STT_FUNC", "STT_OBJECT", "STT_GNU_IFUNC", "STT_LOOS", "STT_NOTYPE"})
+_FUNCTION_TYPES = frozenset({"STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS"})
+_SYMBOL_TYPES = _FUNCTION_TYPES | {"STT_OBJECT", "STT_NOTYPE"}
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,8 @@ def _file_symbols(path: str) -> tuple[tuple[str, int, int], ...]:
 
 @functools.lru_cache(maxsize=64)
 def _cached_symbols(key: tuple[str, int, int]) -> tuple[tuple[str, int, int], ...]:
-    """``(name, value, size)`` of the defined symbols of ``.symtab``, else ``.dynsym``.
+    """``(name, value, size)`` of the defined symbols of ``.symtab``, else ``.dynsym``,
+    plus the ``.eh_frame`` functions when neither defines a function.
 
     Aliases at one address come worst name first, so that reverse lookups
     (which take the last) say ``malloc`` rather than ``__libc_malloc``.
@@ -186,11 +192,31 @@ def _cached_symbols(key: tuple[str, int, int]) -> tuple[tuple[str, int, int], ..
             elf = ELFFile(f)
             table = elf.get_section_by_name(".symtab") or elf.get_section_by_name(".dynsym")
             if not isinstance(table, SymbolTableSection):
-                return ()
-            ranked = sorted(_defined(table))
-    except (OSError, ELFError, ValueError):
+                return tuple(_fde_functions(elf))
+            ranked = [(name, value, size) for value, _rank, name, size in sorted(_defined(table))]
+            if not _defines_functions(table):
+                ranked = sorted(ranked + _fde_functions(elf), key=lambda sym: sym[1])
+            return tuple(ranked)
+    except (OSError, ELFError, DWARFError, ValueError):
         return ()
-    return tuple((name, value, size) for value, _rank, name, size in ranked)
+
+
+def _defines_functions(table: SymbolTableSection) -> bool:
+    return any(sym["st_info"]["type"] in _FUNCTION_TYPES and sym["st_shndx"] != "SHN_UNDEF"
+               for sym in table.iter_symbols())
+
+
+def _fde_functions(elf: ELFFile) -> list[tuple[str, int, int]]:
+    """``sub_ADDR`` symbols for the function ranges of ``.eh_frame`` (stripped files)."""
+    if not elf.has_dwarf_info() or elf.get_section_by_name(".eh_frame") is None:
+        return []
+    out = []
+    for entry in elf.get_dwarf_info().EH_CFI_entries():
+        if isinstance(entry, FDE):
+            start, size = entry.header["initial_location"], entry.header["address_range"]
+            if start and size:
+                out.append((f"sub_{start:x}", start, size))
+    return sorted(out, key=lambda sym: sym[1])
 
 
 _BINDING_RANK = {"STB_LOCAL": 0, "STB_WEAK": 1, "STB_GNU_UNIQUE": 2, "STB_GLOBAL": 2}

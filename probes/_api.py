@@ -17,6 +17,7 @@ from ._core import get_manager
 from ._errors import ProbeError
 from ._kprobe import Kprobe
 from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, Kretprobe
+from ._pending import defer_if_pending, forget_pending
 
 __all__ = [
     "register_kprobe", "unregister_kprobe", "register_kprobes", "unregister_kprobes",
@@ -32,11 +33,15 @@ def register_kprobe(m: Machine, kp: Kprobe) -> None:
     """Plant ``kp``. Raises :class:`ProbeError` with the kernel's errno."""
     if not isinstance(kp, Kprobe):
         raise TypeError(f"register_kprobe() needs a Kprobe, got {type(kp).__name__}")
+    if defer_if_pending(m, kp, kp, register_kprobe):      # "libc.so.6:malloc" before libc
+        return
     get_manager(m).register(kp)
 
 
 def unregister_kprobe(m: Machine, kp: Kprobe) -> None:
     """Remove ``kp``; a probe that is not registered on ``m`` is ignored (as in the kernel)."""
+    if forget_pending(m, kp):
+        return
     get_manager(m).unregister(kp)
 
 
@@ -70,6 +75,8 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
         raise TypeError(f"register_kretprobe() needs a Kretprobe, got {type(rp).__name__}")
     if rp.kp._mgr is not None:
         raise ProbeError(errno.EINVAL, f"{rp!r} is already registered")
+    if defer_if_pending(m, rp.kp, rp, register_kretprobe):
+        return
     _check_func_entry(m, rp)
     if rp.data_size > KRETPROBE_MAX_DATA_SIZE:
         raise ProbeError(errno.E2BIG, f"data_size {rp.data_size} is over {KRETPROBE_MAX_DATA_SIZE}")
@@ -91,6 +98,8 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
 def unregister_kretprobe(m: Machine, rp: Kretprobe) -> None:
     """Remove ``rp``. Calls in flight still return to the right place; no handler
     runs for them after this (the kernel's rethook clears the handler)."""
+    if forget_pending(m, rp):
+        return
     if rp.kp._mgr is not get_manager(m):
         return
     unregister_kprobe(m, rp.kp)

@@ -107,15 +107,20 @@ def test_static_pie_symbols_are_relocated(guest_bin: Path) -> None:
     assert m.symbols["fib"] == PIE_BASE + value
 
 
-def test_stripped_binary_has_no_symbols_but_runs(guest_bin: Path, tmp_path: Path) -> None:
-    """A stripped binary loads with no symbols of its own and runs the same."""
+def test_stripped_binary_gets_eh_frame_functions(guest_bin: Path, tmp_path: Path) -> None:
+    """A stripped binary: no names, but each .eh_frame FDE is a function sub_ADDR
+    with its size (so probes by address and symbolize work); it runs the same."""
     if shutil.which("strip") is None:
         pytest.skip("strip (binutils) is not installed")
     import subprocess
     path = tmp_path / "fib.stripped"
     subprocess.run(["strip", "-o", str(path), str(guest_bin / "fib.static")], check=True)
+    fib, size = _elf_symbol(guest_bin / "fib.static", "fib")
     m = Machine.from_elf(str(path), [str(path), "10"])
     assert "fib" not in m.symbols
+    sym = m.symbols.get_symbol(f"sub_{fib:x}")
+    assert sym is not None and (sym.addr, sym.size) == (fib, size)
+    assert m.symbolize(fib + 4) == f"sub_{fib:x}+0x4"
     m.stdout = io.BytesIO()
     assert m.run() == 55
     assert m.stdout.getvalue() == b"fib(10) = 55\n"

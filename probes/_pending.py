@@ -1,0 +1,94 @@
+"""Probes on shared objects that are not mapped yet (uprobes' ``PATH:SYMBOL``).
+
+A kprobe or kretprobe whose ``symbol_name`` is ``OBJECT:SYMBOL``
+(``libc.so.6:malloc``) while no object of that name is mapped is *pending*:
+registration succeeds, nothing is planted, and the probe registers itself for
+real when the guest maps the object (``Machine.on_object_mapped``, called once
+the object's symbols are in ``m.symbols``). This is how uprobes treat a file
+path (``kernel/events/uprobes.c``: the probe belongs to the inode, each new
+mapping gets the breakpoint); a kprobe on a module symbol before the module
+loads fails with ENOENT instead.
+
+Invariants: a pending probe is not registered (``kp.registered`` is False
+until it arms); unregistering it just forgets it; an error while arming (the
+object has no such symbol) stops the guest and the running ``m.run`` raises it.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any
+
+from emu import Machine
+from emu._objects import MappedObject
+
+from ._errors import ProbeError
+from ._kprobe import Kprobe
+
+__all__ = ["defer_if_pending", "forget_pending", "is_pending"]
+
+_EXT_KEY = "probes.pending"
+
+Register = Callable[[Machine, Any], None]
+
+
+class _PendingProbes:
+    """The pending probes of one machine, keyed by the object they wait for."""
+
+    def __init__(self, m: Machine) -> None:
+        self.m = m
+        self.waiting: list[tuple[str, Any, Register]] = []   # (object, probe, register)
+        m.on_object_mapped.append(self._on_mapped)
+
+    def _on_mapped(self, obj: MappedObject) -> None:
+        ready = [w for w in self.waiting if w[0] in (obj.name, obj.path)]
+        self.waiting = [w for w in self.waiting if w not in ready]
+        for _name, probe, register in ready:
+            register(self.m, probe)
+
+
+def _pending(m: Machine, create: bool) -> _PendingProbes | None:
+    pending = m.extensions.get(_EXT_KEY)
+    if pending is None and create:
+        pending = m.extensions[_EXT_KEY] = _PendingProbes(m)
+    return pending
+
+
+def _waits_for(m: Machine, kp: Kprobe) -> str | None:
+    """The object ``kp`` must wait for, or None when it can be registered now."""
+    name = kp.symbol_name
+    if name is None or ":" not in name or m.symbols.get_symbol(name) is not None:
+        return None
+    obj = name.rsplit(":", 1)[0]
+    return obj if obj and m.objects.find(obj) is None else None
+
+
+def defer_if_pending(m: Machine, kp: Kprobe, probe: Any, register: Register) -> bool:
+    """Make ``probe`` (``kp`` or the kretprobe owning it) pending if its object is
+    not mapped yet; True if so. ``register(m, probe)`` arms it later."""
+    obj = _waits_for(m, kp)
+    if obj is None:
+        return False
+    if is_pending(m, probe):
+        raise ProbeError(errno.EINVAL, f"{probe!r} is already registered (pending on {obj})")
+    pending = _pending(m, create=True)
+    assert pending is not None
+    pending.waiting.append((obj, probe, register))
+    return True
+
+
+def is_pending(m: Machine, probe: Any) -> bool:
+    """True while ``probe`` waits for its object to be mapped."""
+    pending = _pending(m, create=False)
+    return pending is not None and any(w[1] is probe for w in pending.waiting)
+
+
+def forget_pending(m: Machine, probe: Any) -> bool:
+    """Drop ``probe`` if it is pending; True if it was."""
+    pending = _pending(m, create=False)
+    if pending is None:
+        return False
+    before = len(pending.waiting)
+    pending.waiting = [w for w in pending.waiting if w[1] is not probe]
+    return len(pending.waiting) != before
