@@ -38,6 +38,9 @@ __all__ = ["load_program", "PIE_BASE", "PROCESS_STACK_SIZE"]
 PIE_BASE = 0x5555_5555_4000        # ELF_ET_DYN_BASE, no randomisation (what gdb shows)
 PROCESS_STACK_SIZE = 8 << 20       # RLIMIT_STACK of a fresh shell
 _MMAP_GAP = 1 << 20                # between the stack and the top of the mmap area
+# Machine.call() outside a run puts its frame at the top of the main stack:
+# keep the process's strings and vectors below that.
+_CALL_SCRATCH = 0x1000
 _MMAP_MIN_ADDR = 0x10000
 _PF_TO_PROT = {PF_R: PROT_R, PF_W: PROT_W, PF_X: PROT_X}
 _INIT_REGS = {UC_X86_REG_FPCW: 0x37F, UC_X86_REG_MXCSR: 0x1F80,
@@ -78,10 +81,11 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
     phdr = exe.phdr_vaddr + exe_base if exe.phdr_vaddr is not None else 0
     image = ProcessImage(phdr=phdr, phnum=exe.phnum, entry=exe.entry + exe_base, interp_base=interp_base,
                          uid=k.uid, gid=k.gid)
-    sp = build_stack(m.mem, stack.end, _argv(path, argv), _env(env), os.fsencode(path), image,
+    sp = build_stack(m.mem, stack.end - _CALL_SCRATCH, _argv(path, argv), _env(env), os.fsencode(path), image,
                      k.rng.randbytes(16))
     k.entry = interp.entry + interp_base if interp is not None else image.entry
     _initial_registers(m, sp, k.entry)
+    k.context = m._uc.context_save()
     k.install()
     return k
 

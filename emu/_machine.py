@@ -282,10 +282,14 @@ class Machine:
             GuestFault: the guest faulted or exceeded its budget.
         """
         from .linux import ProcessExit
-        if self.kernel is None:
+        kernel = self.kernel
+        if kernel is None:
             raise EmuError("run() needs a program: load one with Machine.from_elf")
-        if self.kernel.exited is not None:
+        if kernel.exited is not None:
             raise EmuError("the program has already run to its exit")
+        # The process's registers, as loaded or as a stopped run left them:
+        # call() in between (on the program's functions) must not disturb them.
+        self._uc.context_restore(kernel.context)
         saved = (self.max_insns, self.timeout)
         self.max_insns, self.timeout = max_insns, timeout
         self._depth += 1
@@ -296,6 +300,7 @@ class Machine:
         finally:
             self._depth -= 1
             self.max_insns, self.timeout = saved
+            kernel.context = self._uc.context_save()
         raise GuestFault("guest fault: the program returned into the emulator's exit page",
                          rip=self._exit, reason="exception")
 

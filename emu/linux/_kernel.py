@@ -62,6 +62,7 @@ class Kernel:
         fs: the file access policy.
         exe_path: the executable as the guest knows it (``/proc/self/exe``).
         entry: where the process starts (the interpreter's entry when there is one).
+        context: the process's registers while it is not running (Unicorn context).
         denied: host paths the policy refused, in order, each once.
     """
 
@@ -87,6 +88,7 @@ class Kernel:
         self.clear_child_tid = 0
         self.denied: list[str] = []
         self.exited: ProcessExit | None = None
+        self.context: Any = None       # the process's CPU state between runs (uc context)
         self._hook: int | None = None
 
     # --- reporting -------------------------------------------------------------------

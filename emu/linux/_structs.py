@@ -10,8 +10,8 @@ import os
 import stat as _stat
 import struct
 
-__all__ = ["pack_stat", "pack_statx", "fifo_statx", "pack_utsname", "TIMESPEC", "TIMEVAL", "RLIMIT", "IOVEC", "UTSNAME",
-           "RLIM_INFINITY", "RLIMITS", "fifo_stat"]
+__all__ = ["pack_stat", "pack_statx", "fifo_stat", "fifo_statx", "pack_utsname", "TIMESPEC",
+           "TIMEVAL", "RLIMIT", "IOVEC", "UTSNAME", "RLIM_INFINITY", "RLIMITS"]
 
 # struct stat: dev ino nlink mode uid gid pad rdev size blksize blocks
 #              atime atime_ns mtime mtime_ns ctime ctime_ns reserved[3]
@@ -52,7 +52,7 @@ def pack_stat(st: os.stat_result) -> bytes:
 
 
 def pack_statx(st: os.stat_result) -> bytes:
-    times = []
+    times: list[int] = []
     for ns in (st.st_atime_ns, 0, st.st_ctime_ns, st.st_mtime_ns):
         times += (ns // 10**9, ns % 10**9, 0)
     return STATX.pack(STATX_BASIC_STATS, st.st_blksize, 0, st.st_nlink, st.st_uid, st.st_gid,

@@ -107,3 +107,17 @@ def test_instruction_budget_of_run(guest_bin: Path) -> None:
     with pytest.raises(GuestFault) as info:
         m.run(max_insns=100_000)
     assert info.value.reason == "insn-budget" and "100000" in str(info.value)
+
+
+def test_call_between_runs_leaves_the_process_alone(guest_bin: Path) -> None:
+    """m.call() before a run and after a stopped run does not disturb the process:
+    the next run() starts (or resumes) where the process is."""
+    from emu import GuestFault
+    m = Machine.from_elf(str(guest_bin / "fib.static"), ["fib", "22"])
+    m.stdout = io.BytesIO()
+    assert m.call("fib", 20) == 6765
+    with pytest.raises(GuestFault):
+        m.run(max_insns=50_000)
+    assert m.call("fib", 10) == 55
+    assert m.run() == 17711 % 256
+    assert m.stdout.getvalue() == b"fib(22) = 17711\n"
