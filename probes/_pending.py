@@ -20,8 +20,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from emu import Machine
-from emu._objects import MappedObject
+from emu import Machine, MappedObject
 
 from ._errors import ProbeError
 from ._kprobe import Kprobe

@@ -121,3 +121,11 @@ def test_call_between_runs_leaves_the_process_alone(guest_bin: Path) -> None:
     assert m.call("fib", 10) == 55
     assert m.run() == 17711 % 256
     assert m.stdout.getvalue() == b"fib(22) = 17711\n"
+
+
+def test_public_names() -> None:
+    """Every name in __all__ of emu and emu.linux exists (trio's export test)."""
+    import emu
+    import emu.linux
+    for module in (emu, emu.linux):
+        assert [name for name in module.__all__ if not hasattr(module, name)] == []
