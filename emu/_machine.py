@@ -170,12 +170,16 @@ class Machine:
         self._hooks.add(_uc.UC_HOOK_MEM_UNMAPPED | _uc.UC_HOOK_MEM_PROT,
                         HOOK_MEM_INVALID_CFUNC, on_bad_mem)
 
-    def hook_code(self, addr: int, fn: Callback) -> int:
+    def hook_code(self, addr: int, fn: Callable[..., None], *, raw: bool = False) -> int:
         """Call ``fn(addr)`` each time the guest is about to execute ``addr``.
 
         Takes effect at once, also for code translated earlier. Returns a handle
         for :meth:`unhook`. Inside ``fn`` redirect with
         ``cpu.set_pc_from_code_hook``, never by writing ``cpu.gpr[RIP]``.
+
+        With ``raw=True`` Unicorn calls ``fn(uch, addr, size, key)`` directly
+        (one Python frame less on a hot path); ``fn`` must then catch its own
+        exceptions and hand them to :meth:`abort`, as ctypes would drop them.
         """
         def on_code(_uch: Any, address: int, _size: int, _key: Any) -> None:
             try:
@@ -183,7 +187,8 @@ class Machine:
             except BaseException as exc:
                 self.abort(exc)
 
-        handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, on_code, addr, addr)
+        callback = fn if raw else on_code
+        handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, callback, addr, addr)
         self._code_hooks[handle] = addr
         self.mem.invalidate_code(addr, addr + 1)
         return handle

@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from emu import Machine, Task
+from emu import Machine
 from emu._memory import PROT_X
 from emu._regtable import RIP, RSP
 
 from ._errors import ProbeError
 from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_OPTIMIZED, Kprobe
 from ._regs import PtRegs
+from ._rethook import Rethook
 from .arch.x86_64 import X86_64, ArchInsn
 
-if TYPE_CHECKING:
-    from ._kretprobe import KretprobeInstance
 
 __all__ = ["KprobeManager", "get_manager"]
 
@@ -77,12 +76,10 @@ class KprobeManager:
         self.armed_all = True
         self.optimize = False
         self.user_blacklist: list[tuple[int, int]] = []
-        self.inflight: dict[Task, list[KretprobeInstance]] = {}
         self.regs = PtRegs(m.cpu.gpr, m.cpu, m.mem)
         self._gpr = m.cpu.gpr
-        self._read_u64 = m.mem.read_u64
-        self.trampoline = self.arch.trampoline.addr
-        m.traps[self.trampoline] = self._on_trampoline
+        self.rethook = Rethook(self)
+        self.trampoline = self.rethook.addr
 
     # --- registration ---------------------------------------------------------------
     def resolve(self, kp: Kprobe) -> int:
@@ -117,7 +114,6 @@ class KprobeManager:
                 self.arch.xol.collect()
             site = _Site(addr, self.arch.prepare(addr))
             self.sites[addr] = site
-            self.m.traps[addr] = self._trap_for(site)
             if site.ainsn.slot is not None:
                 self.m.traps[site.ainsn.slot.step_trap] = self._step_trap_for(site)
         kp.addr = addr
@@ -140,8 +136,8 @@ class KprobeManager:
         self.update(site)
         if not site.probes:
             del self.sites[site.addr]
-            site.dead = True
             self.m.traps.pop(site.addr, None)
+            site.dead = True
             if not site.pending:
                 self._release(site)
 
@@ -157,30 +153,39 @@ class KprobeManager:
         Armed iff a child is enabled and the global switch is on; then
         optimized (a code hook, no patch: ``try_to_optimize_kprobe``) iff
         optimization is on and no enabled child has a post_handler, else int3.
+        The handler is chosen anew each time: a site whose only enabled probe
+        is a kretprobe's gets the fast entry path.
         """
         site.refresh()
-        want: str | None = None
+        mode: str | None = None
         if site.active and self.armed_all:
-            want = "optimized" if self.optimize and not site.posts else "int3"
-        if want == site.mode:
-            return
-        if site.mode == "int3":
+            mode = "optimized" if self.optimize and not site.posts else "int3"
+        if site.mode == "int3" and mode != "int3":
             self.arch.disarm(site.addr)
-        elif site.mode == "optimized":
-            assert site.hook is not None
+        if site.hook is not None:
             self.m.unhook(site.hook)
             site.hook = None
-        if want == "int3":
-            self.arch.arm(site.addr)
-        elif want == "optimized":
-            opt_hit = self._opt_hit
-            site.hook = self.m.hook_code(site.addr, lambda _addr: opt_hit(site))
-        site.mode = want
+        if mode == "int3":
+            self.m.traps[site.addr] = self._handler_for(site, optimized=False)[0]
+            if site.mode != "int3":
+                self.arch.arm(site.addr)
+        elif mode == "optimized":
+            handler, raw = self._handler_for(site, optimized=True)
+            site.hook = self.m.hook_code(site.addr, handler, raw=raw)
+        site.mode = mode
         for kp in site.probes:
-            if want == "optimized":
+            if mode == "optimized":
                 kp.flags |= KPROBE_FLAG_OPTIMIZED
             else:
                 kp.flags &= ~KPROBE_FLAG_OPTIMIZED
+
+    def _handler_for(self, site: _Site, optimized: bool) -> tuple[Callable[..., None], bool]:
+        """The site's callback; it takes a trap's or a raw code hook's arguments."""
+        general = self._pre_path(site, optimized)
+        only = site.active[0] if len(site.active) == 1 else None
+        if only is not None and only._kretprobe is not None:
+            return self.rethook.entry_fast_path(site, only._kretprobe, general, optimized), True
+        return general, True
 
     def update_all(self) -> None:
         for site in list(self.sites.values()):
@@ -190,62 +195,76 @@ class KprobeManager:
         return self.sites[kp.addr]  # type: ignore[index]
 
     # --- the trap path --------------------------------------------------------------
-    def _trap_for(self, site: _Site) -> Callable[[int], None]:
-        hit = self._hit
-        return lambda _addr: hit(site)
-
     def _step_trap_for(self, site: _Site) -> Callable[[int], None]:
         done = self._step_done
         return lambda _addr: done(site)
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def handler_failed(self, exc: BaseException, fn: Callable[..., Any]) -> None:
+        """A handler raised: stop the guest, and have the running call raise it."""
+        exc.add_note(f"raised by a probe handler {fn!r}")
+        self.m.abort(exc)
+
+    def call_handler(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a handler; its register writes apply if it returns normally."""
         regs = self.regs
         try:
             ret = fn(*args)
         except BaseException as exc:
             regs._discard()
-            exc.add_note(f"raised by a probe handler {fn!r}")
-            self.m.abort(exc)
+            self.handler_failed(exc, fn)
             return 0
         regs._commit()
         return ret
 
-    def _hit(self, site: _Site) -> None:
-        if self.running:
-            for kp in site.active:
-                kp.nmissed += 1
-            self._single_step(site, reenter=True)
-            return
-        self.running = True
-        regs = self.regs
-        regs._reset(site.addr)
-        call = self._call
-        for kp in site.active:
-            if kp.pre_handler is not None and call(kp.pre_handler, kp, regs):
-                # The handler changed regs.rip: resume there (reset_current_kprobe).
-                self._gpr[RIP] = regs._rip
-                self.running = False
-                return
-        self._single_step(site, reenter=False)
+    def _pre_path(self, site: _Site, optimized: bool) -> Callable[..., None]:
+        """The hit of a probe site (``kprobe_int3_handler`` / ``optimized_callback``).
 
-    def _opt_hit(self, site: _Site) -> None:
-        """An optimized probe: a code hook before the instruction, which then runs
-        in place (``optimized_callback``): no patch, no single-step, no RIP write
-        unless a pre_handler moved ``regs.rip``."""
-        if self.running:
-            for kp in site.active:
-                kp.nmissed += 1
-            return
-        self.running = True
-        regs = self.regs
-        regs._reset(site.addr)
-        call = self._call
-        for kp in site.active:
-            if kp.pre_handler is not None and call(kp.pre_handler, kp, regs):
-                self.running = False
-                self.m.cpu.set_pc_from_code_hook(regs._rip)
-                return
-        self.running = False
+        int3: pre_handlers, then the single-step. Optimized (a code hook before
+        the instruction, which then runs in place): pre_handlers only, no RIP
+        write unless a pre_handler moved ``regs.rip``. Built anew by
+        :meth:`update` whenever the site's enabled children change.
+        """
+        mgr, regs, gpr, addr, active = self, self.regs, self._gpr, site.addr, site.active
+        failed, abort, single_step = self.handler_failed, self.m.abort, self._single_step
+        set_pc = self.m.cpu.set_pc_from_code_hook
+
+        def on_hit(*_: object) -> None:
+            try:
+                if mgr.running:          # kprobes_inc_nmissed_count: no handler runs
+                    for kp in active:
+                        kp.nmissed += 1
+                    if not optimized:
+                        single_step(site, True)
+                    return
+                mgr.running = True
+                regs._rip = addr
+                regs._dirty = None
+                for kp in active:
+                    pre = kp.pre_handler
+                    if pre is None:
+                        continue
+                    try:
+                        moved = pre(kp, regs)
+                    except BaseException as exc:
+                        regs._dirty = None
+                        failed(exc, pre)
+                        continue
+                    if regs._dirty is not None:
+                        regs._commit()
+                    if moved:            # resume at regs.rip (reset_current_kprobe)
+                        mgr.running = False
+                        if optimized:
+                            set_pc(regs._rip)
+                        else:
+                            gpr[RIP] = regs._rip
+                        return
+                if optimized:
+                    mgr.running = False
+                else:
+                    single_step(site, False)
+            except BaseException as exc:    # a bug here, not a handler's: stop the guest
+                abort(exc)
+        return on_hit
 
     def _single_step(self, site: _Site, reenter: bool) -> None:
         ainsn = site.ainsn
@@ -283,65 +302,8 @@ class KprobeManager:
     def _post(self, site: _Site, nxt: int) -> None:
         regs = self.regs
         regs._reset(nxt)
-        call = self._call
+        call = self.call_handler
         for kp in site.posts:
             call(kp.post_handler, kp, regs, 0)
         self._gpr[RIP] = regs._rip
         self.running = False
-
-    # --- kretprobe return path --------------------------------------------------------
-    def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
-        """The task's in-flight instances, after reclaiming those whose frames are
-        gone at a function entry with return-address slot ``sp``: frames below
-        it, and one at ``sp`` itself unless this very call was just hijacked by
-        another kretprobe on the same entry."""
-        stack = self.inflight.get(task)
-        if stack is None:
-            stack = self.inflight[task] = []
-        while stack and stack[-1].fp <= sp:
-            if stack[-1].fp == sp and self._read_u64(sp) == self.trampoline:
-                break
-            self.recycle(stack.pop())
-        return stack
-
-    def recycle(self, ri: KretprobeInstance) -> None:
-        ri.task = None
-        rp = ri.rp
-        if ri.gen == rp._gen:
-            rp._free.append(ri)
-
-    def _on_trampoline(self, _addr: int) -> None:
-        """``__kretprobe_trampoline_handler()``: run this frame's return handlers."""
-        slot_addr = self._gpr[RSP] - 8      # where the hijacked return address was
-        task = self.m.current_task
-        stack = self.inflight.get(task)
-        recycle = self.recycle
-        # Instances below this frame were unwound past (longjmp, aborted call).
-        while stack and stack[-1].fp < slot_addr:
-            recycle(stack.pop())
-        if not stack or stack[-1].fp != slot_addr:
-            self.m.abort(ProbeError(errno.EFAULT,
-                                    f"return through the kretprobe trampoline at sp={slot_addr:#x} "
-                                    "with no instance for that frame: the guest stack was corrupted"))
-            return
-        frame = [stack.pop()]
-        while stack and stack[-1].fp == slot_addr:
-            frame.append(stack.pop())
-        real = frame[-1].ret_addr
-        if self.running:
-            for ri in frame:
-                ri.rp.nmissed += 1
-        else:
-            self.running = True
-            regs = self.regs
-            regs._reset(real)
-            call = self._call
-            for ri in frame:        # innermost first, as the kernel walks its list
-                rp = ri.rp
-                if rp.handler is not None and ri.gen == rp._gen and rp.kp._mgr is self:
-                    call(rp.handler, ri, regs)
-            real = regs._rip
-            self.running = False
-        for ri in frame:
-            recycle(ri)
-        self.arch.trampoline.set_return(real)

@@ -107,7 +107,7 @@ class Kretprobe:
         free = self._free
         if not free:
             # Instances of frames that are gone (longjmp, aborted call) come back first.
-            mgr.inflight_of(mgr.m.current_task, regs.rsp)
+            mgr.rethook.inflight_of(mgr.m.current_task, regs.rsp)
             if not free:
                 self.nmissed += 1
                 return 0
@@ -132,8 +132,8 @@ class Kretprobe:
         """``arch_prepare_kretprobe()`` plus the push on the task's list."""
         task = ri.task = mgr.m.current_task
         sp = regs.rsp
-        stack = mgr.inflight_of(task, sp)
-        ret = mgr._read_u64(sp)
+        stack = mgr.rethook.inflight_of(task, sp)
+        ret = mgr.m.mem.read_u64(sp)
         if ret == mgr.trampoline and stack and stack[-1].fp == sp:
             ret = stack[-1].ret_addr     # another kretprobe on this entry hijacked it first
         ri.ret_addr = ret

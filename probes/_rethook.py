@@ -1,0 +1,208 @@
+"""The kretprobe return side, and the fast path of a kretprobe's entry
+(kernel/trace/rethook.c, ``pre_handler_kretprobe`` in kernel/kprobes.c).
+
+Invariants:
+- ``inflight[task]`` is the task's stack of hijacked calls, outermost first, so
+  ``fp`` (the stack address of the hijacked return address) decreases towards
+  the top. Instances of one frame (several kretprobes on one function) are
+  adjacent and share ``fp``; the first pushed holds the real return address.
+- An instance whose ``fp`` is below the current frame belongs to a frame that
+  was unwound past without returning (longjmp, a call aborted by a handler
+  exception): it is reclaimed when the task enters or returns above it.
+- The fast paths handle only the common shape (one kretprobe on the entry, one
+  instance per frame, no stale instance) and hand everything else to the
+  general code, so both give the same results; the tests run both.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from emu import Task
+from emu._regtable import RIP, RSP
+
+from ._errors import ProbeError
+
+if TYPE_CHECKING:
+    from ._core import KprobeManager, _Site
+    from ._kretprobe import Kretprobe, KretprobeInstance
+
+__all__ = ["Rethook"]
+
+_U64 = struct.Struct("<Q")
+
+
+class Rethook:
+    def __init__(self, mgr: KprobeManager) -> None:
+        self.mgr = mgr
+        self.inflight: dict[Task, list[KretprobeInstance]] = {}
+        self.trampoline = mgr.arch.trampoline
+        self.addr = self.trampoline.addr
+        mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True)
+
+    def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
+        """The task's in-flight instances, after reclaiming those whose frames are
+        gone at a function entry with return-address slot ``sp``: frames below
+        it, and one at ``sp`` itself unless this very call was just hijacked by
+        another kretprobe on the same entry."""
+        stack = self.inflight.get(task)
+        if stack is None:
+            stack = self.inflight[task] = []
+        read_u64 = self.mgr.m.mem.read_u64
+        while stack and stack[-1].fp <= sp:
+            if stack[-1].fp == sp and read_u64(sp) == self.addr:
+                break
+            self.recycle(stack.pop())
+        return stack
+
+    @staticmethod
+    def recycle(ri: KretprobeInstance) -> None:
+        ri.task = None
+        rp = ri.rp
+        if ri.gen == rp._gen:
+            rp._free.append(ri)
+
+    # --- the trampoline ---------------------------------------------------------------
+    def _trampoline_hook(self) -> Callable[..., None]:
+        mgr, m, inflight, regs = self.mgr, self.mgr.m, self.inflight, self.mgr.regs
+        gpr = mgr._gpr
+        cell_buf, cell_off = self.trampoline.cell_buffer()
+        pack_into = _U64.pack_into
+        general = self._trampoline_general
+        failed = mgr.handler_failed
+        abort = m.abort
+
+        def on_trampoline(_uch: object, _addr: int, _size: int, _key: object) -> None:
+            try:
+                slot = gpr[RSP] - 8        # where the hijacked return address was
+                stack = inflight.get(m.current_task)
+                if not stack or stack[-1].fp != slot or (len(stack) > 1 and stack[-2].fp == slot):
+                    return general(slot)
+                ri = stack.pop()
+                rp = ri.rp
+                real = ri.ret_addr
+                current = ri.gen == rp._gen
+                if mgr.running:
+                    rp.nmissed += 1
+                elif current and rp.handler is not None and rp.kp._mgr is mgr:
+                    handler = rp.handler
+                    mgr.running = True
+                    regs._rip = real
+                    regs._dirty = None
+                    try:
+                        handler(ri, regs)
+                    except BaseException as exc:
+                        regs._dirty = None
+                        failed(exc, handler)
+                    else:
+                        if regs._dirty is not None:
+                            real = regs._commit()
+                    mgr.running = False
+                ri.task = None
+                if current:
+                    rp._free.append(ri)
+                pack_into(cell_buf, cell_off, real)
+            except BaseException as exc:    # a bug here, not a handler's: stop the guest
+                abort(exc)
+        return on_trampoline
+
+    def _trampoline_general(self, slot: int) -> None:
+        """``__kretprobe_trampoline_handler()``: every instance of this frame."""
+        mgr = self.mgr
+        stack = self.inflight.get(mgr.m.current_task)
+        while stack and stack[-1].fp < slot:
+            self.recycle(stack.pop())
+        if not stack or stack[-1].fp != slot:
+            mgr.m.abort(ProbeError(errno.EFAULT,
+                                   f"return through the kretprobe trampoline at sp={slot:#x} "
+                                   "with no instance for that frame: the guest stack was corrupted"))
+            return
+        frame = [stack.pop()]
+        while stack and stack[-1].fp == slot:
+            frame.append(stack.pop())
+        real = frame[-1].ret_addr
+        if mgr.running:
+            for ri in frame:
+                ri.rp.nmissed += 1
+        else:
+            mgr.running = True
+            regs = mgr.regs
+            regs._reset(real)
+            for ri in frame:        # innermost first, as the kernel walks its list
+                rp = ri.rp
+                if rp.handler is not None and ri.gen == rp._gen and rp.kp._mgr is mgr:
+                    mgr.call_handler(rp.handler, ri, regs)
+            real = regs._rip
+            mgr.running = False
+        for ri in frame:
+            self.recycle(ri)
+        self.trampoline.set_return(real)
+
+    # --- the entry ----------------------------------------------------------------------
+    def entry_fast_path(self, site: _Site, rp: Kretprobe, general: Callable[[int], None],
+                        optimized: bool) -> Callable[..., None]:
+        """The trap (or raw code hook) of a site whose only enabled probe is
+        ``rp.kp``: ``pre_handler_kretprobe`` + ``arch_prepare_kretprobe`` + the
+        step, inline."""
+        mgr, m, inflight, regs = self.mgr, self.mgr.m, self.inflight, self.mgr.regs
+        gpr, tramp = mgr._gpr, self.addr
+        unpack_from, pack_into = _U64.unpack_from, _U64.pack_into
+        failed = mgr.handler_failed
+        ainsn = site.ainsn
+        emulate = ainsn.emulate
+        boost = ainsn.slot.boost_addr if ainsn.slot is not None else 0
+
+        addr = site.addr
+        abort = m.abort
+
+        # Called as trap(addr) for int3 or raw hook(uch, addr, size, key) when
+        # optimized: the address is known, so the arguments are ignored.
+        def kretprobe_entry(*_: object) -> None:
+            try:
+                free = rp._free
+                task = m.current_task
+                stack = inflight.get(task)
+                sp = gpr[RSP]
+                region = task.stack
+                off = sp - region.start
+                # Uncommon shapes go the general way: a miss or a nested hit, the first
+                # call of the task, stale frames below, a stack outside the task's region.
+                if (mgr.running or not free or stack is None or (stack and stack[-1].fp <= sp)
+                        or not 0 <= off <= region.end - region.start - 8):
+                    return general(addr)
+                ri = free.pop()
+                ri.task = task
+                entry = rp.entry_handler
+                if entry is not None:
+                    mgr.running = True
+                    regs._rip = addr
+                    regs._dirty = None
+                    try:
+                        skip = entry(ri, regs)
+                    except BaseException as exc:
+                        regs._dirty = None
+                        failed(exc, entry)
+                        skip = 1
+                    else:
+                        if regs._dirty is not None:
+                            regs._commit()
+                            off = gpr[RSP] - region.start
+                    mgr.running = False
+                    if skip:
+                        ri.task = None
+                        free.append(ri)
+                        ri = None
+                if ri is not None:
+                    buf = region.buf
+                    ri.ret_addr = unpack_from(buf, off)[0]
+                    ri.fp = off + region.start
+                    pack_into(buf, off, tramp)
+                    stack.append(ri)
+                if not optimized:
+                    gpr[RIP] = emulate() if emulate is not None else boost
+            except BaseException as exc:    # a bug here, not a handler's: stop the guest
+                abort(exc)
+        return kretprobe_entry
