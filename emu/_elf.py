@@ -16,10 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from unicorn.x86_const import (
-    UC_X86_REG_FPCW,
     UC_X86_REG_FS_BASE,
     UC_X86_REG_GS_BASE,
-    UC_X86_REG_MXCSR,
 )
 
 from ._elfhdr import ET_DYN, ET_EXEC, PF_R, PF_W, PF_X, ElfFile, read_elf
@@ -43,8 +41,7 @@ _MMAP_GAP = 1 << 20                # between the stack and the top of the mmap a
 _CALL_SCRATCH = 0x1000
 _MMAP_MIN_ADDR = 0x10000
 _PF_TO_PROT = {PF_R: PROT_R, PF_W: PROT_W, PF_X: PROT_X}
-_INIT_REGS = {UC_X86_REG_FPCW: 0x37F, UC_X86_REG_MXCSR: 0x1F80,
-              UC_X86_REG_FS_BASE: 0, UC_X86_REG_GS_BASE: 0}
+_INIT_REGS = {UC_X86_REG_FS_BASE: 0, UC_X86_REG_GS_BASE: 0}   # FPU state: Machine()
 
 Env = Mapping[str, str] | Sequence[str] | None
 

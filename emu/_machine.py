@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
+from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR
 from unicorn import unicorn_const as _uc
 
 from ._asm import assemble
@@ -70,6 +71,10 @@ class Machine:
     def __init__(self, *, max_insns: int | None = DEFAULT_MAX_INSNS,
                  timeout: float | None = None, fast_registers: bool = True) -> None:
         self._uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # Unicorn starts with the x87 control word and MXCSR at 0 (all exceptions
+        # unmasked, odd rounding); a Linux task starts with FNINIT's values.
+        self._uc.reg_write(UC_X86_REG_FPCW, 0x37F)
+        self._uc.reg_write(UC_X86_REG_MXCSR, 0x1F80)
         self.cpu = Cpu(self._uc, fast=fast_registers)
         self.mem = Memory(self._uc)
         self.symbols = SymbolTable()
@@ -204,6 +209,12 @@ class Machine:
         if self._abort_exc is None:
             self._abort_exc = exc
         self._uc.emu_stop()
+
+    @property
+    def uc(self) -> Uc:
+        """The underlying Unicorn engine. Using it directly bypasses the machine's
+        bookkeeping (memory map, patches, caches): for benchmarks and experiments."""
+        return self._uc
 
     @property
     def exit_address(self) -> int:

@@ -131,3 +131,19 @@ def test_the_fast_register_block_matches_the_api() -> None:
     assert m.cpu.read("rbx") == 0x1122334455667788
     m.cpu.write("r15", 5)
     assert m.cpu.gpr[15] == 5
+
+
+def test_fpu_starts_as_after_fninit() -> None:
+    """A Linux task starts with the x87 control word 0x37f and MXCSR 0x1f80
+    (Unicorn's zeros unmask every exception and change rounding)."""
+    m = Machine.from_asm("""
+fcw:
+    fnstcw word ptr [rsp - 8]
+    movzx eax, word ptr [rsp - 8]
+    ret
+mxcsr:
+    stmxcsr dword ptr [rsp - 8]
+    mov eax, dword ptr [rsp - 8]
+    ret
+""")
+    assert (m.call("fcw"), m.call("mxcsr")) == (0x37F, 0x1F80)
