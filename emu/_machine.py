@@ -210,6 +210,14 @@ class Machine:
             self._abort_exc = exc
         self._uc.emu_stop()
 
+    def new_task(self, stack_size: int = STACK_SIZE) -> Task:
+        """A new task with a stack of its own; make it ``current_task`` to run
+        calls on it. (Tasks do not run concurrently until the scheduler lands.)"""
+        region = self.mem.map_anywhere(stack_size, PROT_RW, "[stack]", near=STACK_TOP - STACK_SIZE)
+        task = Task(max(t.tid for t in self.tasks) + 1, region)
+        self.tasks.append(task)
+        return task
+
     @property
     def uc(self) -> Uc:
         """The underlying Unicorn engine. Using it directly bypasses the machine's

@@ -147,3 +147,15 @@ mxcsr:
     ret
 """)
     assert (m.call("fcw"), m.call("mxcsr")) == (0x37F, 0x1F80)
+
+
+def test_new_task_has_its_own_stack_and_tid() -> None:
+    """call() runs on the current task's stack."""
+    m = Machine.from_asm("sp:\n    mov rax, rsp\n    ret\n")
+    main = m.current_task
+    other = m.new_task()
+    assert other.tid != main.tid and other.tid > 0
+    assert main.stack.start <= m.call("sp") < main.stack.end
+    m.current_task = other
+    assert other.stack.start <= m.call("sp") < other.stack.end
+    assert other.stack.start != main.stack.start
