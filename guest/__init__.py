@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GUEST_DIR", "names", "source", "load"]
+__all__ = ["GUEST_DIR", "names", "source", "load", "many_functions"]
 
 GUEST_DIR = Path(__file__).resolve().parent
 
@@ -28,6 +28,13 @@ def source(*program: str) -> str:
             raise FileNotFoundError(f"no guest program {name!r} (have: {', '.join(names())})")
         parts.append(path.read_text())
     return "\n".join(parts)
+
+
+def many_functions(n: int) -> str:
+    """Source of ``f0 .. f{n-1}``: small framed functions, ``f{i}()`` returns i
+    (for tests and benchmarks that need many probe sites)."""
+    return "\n".join(f"f{i}:\n    push rbp\n    mov rbp, rsp\n    mov eax, {i}\n    pop rbp\n    ret"
+                     for i in range(n))
 
 
 def load(*program: str, **machine_options: Any) -> Any:

@@ -38,6 +38,11 @@ __all__ = ["KprobeManager", "get_manager"]
 
 _EXT_KEY = "probes.kprobes"
 
+# Unicorn walks its whole list of code hooks for every hooked instruction, so
+# each optimized probe makes every other optimized hit slower (about 4 ns a
+# hook): past this many, further probes stay int3 (O(1) dispatch by address).
+MAX_OPTIMIZED = 32
+
 
 class _Site:
     __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "pending", "dead")
@@ -75,6 +80,7 @@ class KprobeManager:
         self.running = False
         self.armed_all = True
         self.optimize = False
+        self.n_optimized = 0
         self.user_blacklist: list[tuple[int, int]] = []
         self.regs = PtRegs(m.cpu.gpr, m.cpu, m.mem)
         self._gpr = m.cpu.gpr
@@ -152,19 +158,31 @@ class KprobeManager:
 
         Armed iff a child is enabled and the global switch is on; then
         optimized (a code hook, no patch: ``try_to_optimize_kprobe``) iff
-        optimization is on and no enabled child has a post_handler, else int3.
-        The handler is chosen anew each time: a site whose only enabled probe
-        is a kretprobe's gets the fast entry path.
+        optimization is on, no enabled child has a post_handler and fewer than
+        :data:`MAX_OPTIMIZED` sites are optimized; else int3. The handler is
+        chosen anew each time: a site whose only enabled probe is a
+        kretprobe's gets the fast entry path.
         """
         site.refresh()
         mode: str | None = None
         if site.active and self.armed_all:
-            mode = "optimized" if self.optimize and not site.posts else "int3"
+            mode = "optimized" if self._can_optimize(site) else "int3"
+        freed = site.mode == "optimized" and mode != "optimized"
+        self._serve(site, mode)
+        if freed:
+            self._promote()
+
+    def _can_optimize(self, site: _Site) -> bool:
+        return (self.optimize and not site.posts
+                and (site.mode == "optimized" or self.n_optimized < MAX_OPTIMIZED))
+
+    def _serve(self, site: _Site, mode: str | None) -> None:
         if site.mode == "int3" and mode != "int3":
             self.arch.disarm(site.addr)
         if site.hook is not None:
             self.m.unhook(site.hook)
             site.hook = None
+            self.n_optimized -= 1
         if mode == "int3":
             self.m.traps[site.addr] = self._handler_for(site, optimized=False)[0]
             if site.mode != "int3":
@@ -172,12 +190,24 @@ class KprobeManager:
         elif mode == "optimized":
             handler, raw = self._handler_for(site, optimized=True)
             site.hook = self.m.hook_code(site.addr, handler, raw=raw)
+            self.n_optimized += 1
         site.mode = mode
         for kp in site.probes:
             if mode == "optimized":
                 kp.flags |= KPROBE_FLAG_OPTIMIZED
             else:
                 kp.flags &= ~KPROBE_FLAG_OPTIMIZED
+
+    def _promote(self) -> None:
+        """An optimized slot came free: optimize waiting int3 sites (the kernel's
+        optimizer retries unoptimized probes the same way)."""
+        if not self.optimize:
+            return
+        for other in list(self.sites.values()):
+            if self.n_optimized >= MAX_OPTIMIZED:
+                return
+            if other.mode == "int3" and self._can_optimize(other):
+                self._serve(other, "optimized")
 
     def _handler_for(self, site: _Site, optimized: bool) -> tuple[Callable[..., None], bool]:
         """The site's callback; it takes a trap's or a raw code hook's arguments."""

@@ -42,7 +42,7 @@ class KretprobeInstance:
         fp: guest address of the stack slot holding the (hijacked) return address.
     """
 
-    __slots__ = ("rp", "data", "ret_addr", "task", "fp", "gen")
+    __slots__ = ("rp", "data", "ret_addr", "task", "fp", "gen", "shared")
 
     def __init__(self, rp: Kretprobe, data_size: int, gen: int) -> None:
         self.rp = rp
@@ -51,6 +51,7 @@ class KretprobeInstance:
         self.task: Task | None = None
         self.fp = 0
         self.gen = gen
+        self.shared = False      # another instance of the same frame is below it
 
     def __repr__(self) -> str:
         return f"<KretprobeInstance ret_addr={self.ret_addr:#x} fp={self.fp:#x}>"
@@ -134,7 +135,8 @@ class Kretprobe:
         sp = regs.rsp
         stack = mgr.rethook.inflight_of(task, sp)
         ret = mgr.m.mem.read_u64(sp)
-        if ret == mgr.trampoline and stack and stack[-1].fp == sp:
+        ri.shared = bool(stack) and stack[-1].fp == sp
+        if ri.shared:
             ret = stack[-1].ret_addr     # another kretprobe on this entry hijacked it first
         ri.ret_addr = ret
         ri.fp = sp

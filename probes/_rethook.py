@@ -6,6 +6,11 @@ Invariants:
   ``fp`` (the stack address of the hijacked return address) decreases towards
   the top. Instances of one frame (several kretprobes on one function) are
   adjacent and share ``fp``; the first pushed holds the real return address.
+- ``ri.shared`` marks an instance pushed on a frame that already had one (a
+  second kretprobe on the same function), so the return fast path can tell a
+  lone instance with one attribute.
+- ``ri.gen != rp._gen`` means the kretprobe was unregistered (or registered
+  anew) since the instance was taken: the call returns, no handler runs.
 - An instance whose ``fp`` is below the current frame belongs to a frame that
   was unwound past without returning (longjmp, a call aborted by a handler
   exception): it is reclaimed when the task enters or returns above it.
@@ -75,20 +80,31 @@ class Rethook:
         failed = mgr.handler_failed
         abort = m.abort
 
+        c_task: Task | None = None           # the last task seen, and its stack
+        c_stack: list[KretprobeInstance] | None = None
+
         def on_trampoline(_uch: object, _addr: int, _size: int, _key: object) -> None:
+            nonlocal c_task, c_stack
             try:
                 slot = gpr[RSP] - 8        # where the hijacked return address was
-                stack = inflight.get(m.current_task)
-                if not stack or stack[-1].fp != slot or (len(stack) > 1 and stack[-2].fp == slot):
+                task = m.current_task
+                if task is not c_task or c_stack is None:
+                    c_task, c_stack = task, inflight.get(task)
+                stack = c_stack
+                if not stack:
                     return general(slot)
-                ri = stack.pop()
+                ri = stack[-1]
+                if ri.fp != slot or ri.shared:
+                    return general(slot)
+                stack.pop()
                 rp = ri.rp
                 real = ri.ret_addr
+                # The generation changes when rp is unregistered: then no handler.
                 current = ri.gen == rp._gen
+                handler = rp.handler
                 if mgr.running:
                     rp.nmissed += 1
-                elif current and rp.handler is not None and rp.kp._mgr is mgr:
-                    handler = rp.handler
+                elif current and handler is not None:
                     mgr.running = True
                     regs._rip = real
                     regs._dirty = None
@@ -133,7 +149,7 @@ class Rethook:
             regs._reset(real)
             for ri in frame:        # innermost first, as the kernel walks its list
                 rp = ri.rp
-                if rp.handler is not None and ri.gen == rp._gen and rp.kp._mgr is mgr:
+                if rp.handler is not None and ri.gen == rp._gen:
                     mgr.call_handler(rp.handler, ri, regs)
             real = regs._rip
             mgr.running = False
@@ -160,18 +176,33 @@ class Rethook:
 
         # Called as trap(addr) for int3 or raw hook(uch, addr, size, key) when
         # optimized: the address is known, so the arguments are ignored.
+        # The last task seen, its instance stack and its stack memory: one identity
+        # check instead of a dict lookup and four attribute loads per hit.
+        c_task: Task | None = None
+        c_region: object = None
+        c_stack: list[KretprobeInstance] = []
+        c_buf: object = None
+        c_start = c_limit = 0
+
         def kretprobe_entry(*_: object) -> None:
+            nonlocal c_task, c_region, c_stack, c_buf, c_start, c_limit
             try:
                 free = rp._free
                 task = m.current_task
-                stack = inflight.get(task)
-                sp = gpr[RSP]
                 region = task.stack
-                off = sp - region.start
-                # Uncommon shapes go the general way: a miss or a nested hit, the first
-                # call of the task, stale frames below, a stack outside the task's region.
-                if (mgr.running or not free or stack is None or (stack and stack[-1].fp <= sp)
-                        or not 0 <= off <= region.end - region.start - 8):
+                if task is not c_task or region is not c_region:
+                    stack = inflight.get(task)
+                    if stack is None:
+                        return general(addr)     # the task's first call: the general path
+                    c_task, c_region, c_stack = task, region, stack
+                    c_buf, c_start, c_limit = region.buf, region.start, region.end - region.start - 8
+                stack = c_stack
+                sp = gpr[RSP]
+                off = sp - c_start
+                # Uncommon shapes go the general way: a miss or a nested hit, stale
+                # frames below this one, a stack pointer outside the task's stack.
+                if (mgr.running or not free or (stack and stack[-1].fp <= sp)
+                        or not 0 <= off <= c_limit):
                     return general(addr)
                 ri = free.pop()
                 ri.task = task
@@ -189,17 +220,17 @@ class Rethook:
                     else:
                         if regs._dirty is not None:
                             regs._commit()
-                            off = gpr[RSP] - region.start
+                            off = gpr[RSP] - c_start
                     mgr.running = False
                     if skip:
                         ri.task = None
                         free.append(ri)
                         ri = None
                 if ri is not None:
-                    buf = region.buf
-                    ri.ret_addr = unpack_from(buf, off)[0]
-                    ri.fp = off + region.start
-                    pack_into(buf, off, tramp)
+                    ri.ret_addr = unpack_from(c_buf, off)[0]
+                    ri.fp = off + c_start
+                    ri.shared = False
+                    pack_into(c_buf, off, tramp)
                     stack.append(ri)
                 if not optimized:
                     gpr[RIP] = emulate() if emulate is not None else boost

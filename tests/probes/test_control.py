@@ -222,6 +222,27 @@ def test_optimized_pre_handler_can_redirect() -> None:
     assert m.call("open_loop", 10) == 10
 
 
+def test_optimization_is_capped_and_freed_slots_are_reused() -> None:
+    """Past MAX_OPTIMIZED sites, probes stay int3 (Unicorn's code-hook dispatch is
+    linear); unregistering an optimized probe promotes a waiting one."""
+    from probes._core import MAX_OPTIMIZED
+
+    m = Machine.from_asm(guest.many_functions(MAX_OPTIMIZED + 8))
+    set_optimization(m, True)
+    hits: list[str] = []
+    kps = [Kprobe(f"f{i}", pre_handler=counting(hits, f"f{i}")) for i in range(MAX_OPTIMIZED + 8)]
+    for kp in kps:
+        register_kprobe(m, kp)
+    optimized = [kp for kp in kps if kp.flags & KPROBE_FLAG_OPTIMIZED]
+    assert optimized == kps[:MAX_OPTIMIZED]
+    assert all(m.mem.is_patched(kp.addr) for kp in kps[MAX_OPTIMIZED:])
+    assert [m.call(f"f{i}") for i in range(len(kps))] == list(range(len(kps)))
+    assert hits == [f"f{i}" for i in range(len(kps))]
+    unregister_kprobe(m, kps[0])
+    assert kps[MAX_OPTIMIZED].flags & KPROBE_FLAG_OPTIMIZED
+    assert not m.mem.is_patched(kps[MAX_OPTIMIZED].addr)
+
+
 # --- the probe list ---------------------------------------------------------------------------
 def test_list_probes_format() -> None:
     m = guest.load("fib")

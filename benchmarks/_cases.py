@@ -1,0 +1,186 @@
+"""The benchmark cases: guest workloads and the probes put on them."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+
+from unicorn import UC_HOOK_CODE
+
+import guest
+from emu import PAGE, Machine
+from emu._memory import PROT_RX
+from probes import Kprobe, Kretprobe, register_kprobe, register_kretprobe, set_optimization
+
+from ._harness import Case, Workload
+from .naive import NaiveKretprobe
+
+CALLS = 50_000          # probe hits per timed call
+MANY = 1_000            # functions for the "probes registered elsewhere" cases
+
+
+def _bench(extra: str = "") -> Machine:
+    # No instruction budget: Unicorn's per-instruction counter would add its own cost.
+    return Machine.from_asm(guest.source("bench") + "\n" + extra, max_insns=None)
+
+
+def _leaf_run(n: int) -> Callable[[Machine], None]:
+    expected = n * (n + 1) // 2 + n
+
+    def run(m: Machine) -> None:
+        got = m.call("leaf_loop", n)
+        if got != expected:
+            raise AssertionError(f"leaf_loop({n}) = {got}, expected {expected}")
+    return run
+
+
+LEAF = Workload("leaf_loop", _bench, _leaf_run(CALLS), CALLS)
+_many_source = guest.many_functions(MANY)
+LEAF_MANY = Workload("leaf_loop + 1000 functions", lambda: _bench(_many_source),
+                     _leaf_run(CALLS), CALLS)
+
+
+def deep_workload(depth: int) -> Workload:
+    """``deep_loop(depth, n)``: n recursions ``depth`` deep, n * (depth + 1) calls of deep."""
+    n = max(1, CALLS // (depth + 1))
+
+    def run(m: Machine) -> None:
+        got = m.call("deep_loop", depth, n)
+        if got != n * depth:
+            raise AssertionError(f"deep_loop({depth}, {n}) = {got}, expected {n * depth}")
+    return Workload(f"deep_loop depth {depth}", _bench, run, n * (depth + 1))
+
+
+def tasks_workload(ntasks: int) -> Workload:
+    """``leaf_loop`` split over ``ntasks`` tasks, each with its own stack and
+    in-flight list (sequential calls: the scheduler comes later)."""
+    share = CALLS // ntasks
+    check = _leaf_run(share)
+
+    def make() -> Machine:
+        m = _bench()
+        for _ in range(ntasks - 1):
+            m.new_task()
+        return m
+
+    def run(m: Machine) -> None:
+        for task in m.tasks:
+            m.current_task = task
+            check(m)
+    return Workload(f"leaf_loop on {ntasks} tasks", make, run, share * ntasks)
+
+
+# --- probe set-ups ---------------------------------------------------------------------
+def _noop(*_: object) -> int:
+    return 0
+
+
+def floor(m: Machine) -> None:
+    """A no-op UC_HOOK_CODE callback through the stock binding."""
+    leaf = m.symbols["leaf"]
+    m.uc.hook_add(UC_HOOK_CODE, lambda uc, address, size, data: None, None, leaf, leaf)
+
+
+def kprobe(offset: int = 0, post: bool = False, optimized: bool = False) -> Callable[[Machine], None]:
+    def setup(m: Machine) -> None:
+        set_optimization(m, optimized)
+        register_kprobe(m, Kprobe("leaf", offset=offset, pre_handler=_noop,
+                                  post_handler=_noop if post else None))
+    return setup
+
+
+def kretprobe(optimized: bool = False, func: str = "leaf",
+              maxactive: int = 0) -> Callable[[Machine], None]:
+    def setup(m: Machine) -> None:
+        set_optimization(m, optimized)
+        register_kretprobe(m, Kretprobe(func, handler=_noop, maxactive=maxactive))
+    return setup
+
+
+_STAMP = struct.Struct("<q")
+
+
+def _stamp(ri, regs) -> int:  # type: ignore[no-untyped-def]
+    _STAMP.pack_into(ri.data, 0, time.monotonic_ns())
+    return 0
+
+
+def _elapsed(ri, regs) -> int:  # type: ignore[no-untyped-def]
+    return time.monotonic_ns() - _STAMP.unpack_from(ri.data, 0)[0]
+
+
+def kretprobe_demo(m: Machine) -> None:
+    """The demo's work: stamp a time at entry into ri.data, read it back at return."""
+    register_kretprobe(m, Kretprobe("leaf", handler=_elapsed, entry_handler=_stamp, data_size=8))
+
+
+def kprobe_and_kretprobe(m: Machine) -> None:
+    register_kprobe(m, Kprobe("leaf", pre_handler=_noop))
+    register_kretprobe(m, Kretprobe("leaf", handler=_noop))
+
+
+def naive(m: Machine) -> None:
+    tramp = m.mem.map_anywhere(PAGE, PROT_RX, "[naive trampoline]").start
+    m.write(tramp, b"\x90")
+    m.extensions["naive"] = NaiveKretprobe(m.uc, m.symbols["leaf"], tramp, lambda uc: None)
+
+
+def elsewhere(count: int, optimized: bool = False) -> Callable[[Machine], None]:
+    """``count`` kprobes on functions the workload never calls."""
+    def setup(m: Machine) -> None:
+        set_optimization(m, optimized)
+        for i in range(count):
+            register_kprobe(m, Kprobe(f"f{i}", pre_handler=_noop))
+    return setup
+
+
+def probes_registered(total: int, optimized: bool = False) -> Callable[[Machine], None]:
+    """One probe on the workload's function (registered first, so it is among the
+    optimized ones) and ``total - 1`` elsewhere."""
+    others = elsewhere(total - 1, optimized)
+
+    def setup(m: Machine) -> None:
+        set_optimization(m, optimized)
+        register_kprobe(m, Kprobe("leaf", pre_handler=_noop))
+        others(m)
+    return setup
+
+
+# --- the case list -------------------------------------------------------------------------
+def main_cases() -> list[Case]:
+    return [
+        Case("floor: stock no-op code hook", LEAF, floor, group="floor"),
+        Case("kprobe, int3, emulated push (entry)", LEAF, kprobe()),
+        Case("kprobe, int3, boosted", LEAF, kprobe(offset=1)),
+        Case("kprobe, optimized", LEAF, kprobe(optimized=True)),
+        Case("kprobe with post_handler (single-step)", LEAF, kprobe(offset=1, post=True)),
+        Case("kretprobe, int3, no-op handlers", LEAF, kretprobe()),
+        Case("kretprobe, optimized, no-op handlers", LEAF, kretprobe(optimized=True)),
+        Case("kretprobe + entry_handler, data_size=8 (demo)", LEAF, kretprobe_demo),
+        Case("kprobe + kretprobe on one function", LEAF, kprobe_and_kretprobe),
+        Case("naive kretprobe (stock binding)", LEAF, naive, group="peer"),
+    ]
+
+
+PROBE_COUNTS = (1, 10, 100, 1000)
+DEPTHS = (1, 100, 1000)
+TASKS = (1, 8)
+
+
+def scale_cases() -> dict[str, list[Case]]:
+    return {
+        "elsewhere": [Case("1000 int3 probes elsewhere", LEAF_MANY, elsewhere(MANY), "scale"),
+                      Case("1000 optimized probes elsewhere", LEAF_MANY,
+                           elsewhere(MANY, optimized=True), "scale")],
+        "count_int3": [Case(f"{n} probes (int3)", LEAF_MANY, probes_registered(n), "scale")
+                       for n in PROBE_COUNTS],
+        "count_optimized": [Case(f"{n} probes (optimized)", LEAF_MANY,
+                                 probes_registered(n, optimized=True), "scale")
+                            for n in PROBE_COUNTS],
+        "depth": [Case(f"kretprobe, depth {d}", deep_workload(d),
+                       kretprobe(func="deep", maxactive=max(DEPTHS) + 10), "scale")
+                  for d in DEPTHS],
+        "tasks": [Case(f"kretprobe, {t} tasks", tasks_workload(t), kretprobe(), "scale")
+                  for t in TASKS],
+    }

@@ -1,0 +1,205 @@
+"""``make bench``: per-hit overhead of every probe kind against the floor and the
+peers, the scaling curves and the memory cost; a table, a JSON file and a chart.
+
+Usage: ``python -m benchmarks.run [--reps N] [--out DIR] [--no-qiling]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import qiling_probe
+from ._cases import CALLS, DEPTHS, PROBE_COUNTS, TASKS, main_cases, scale_cases
+from ._harness import Case, bare_case, per_hit_us
+from ._memory import kretprobes_mib
+from ._targets import KERNEL_US, TARGETS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _all_cases() -> tuple[list[Case], dict[str, list[Case]], dict[str, Case]]:
+    main = main_cases()
+    scale = scale_cases()
+    bares: dict[str, Case] = {}
+    for case in main + [c for cs in scale.values() for c in cs]:
+        bares.setdefault(case.workload.name, bare_case(case.workload))
+    return main, scale, bares
+
+
+def measure(reps: int, with_qiling: bool, console: Console) -> dict:
+    main, scale, bares = _all_cases()
+    everything = list(bares.values()) + main + [c for cs in scale.values() for c in cs]
+    qiling_note = qiling_probe.available() if with_qiling else "skipped (--no-qiling)"
+    steps = reps * len(everything) + (reps if qiling_note is None else 0) + 2
+    qiling_us = None
+    with Progress(TextColumn("{task.description:<48}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("benchmarks", total=steps)
+        for rep in range(reps):
+            for case in everything:
+                progress.update(task, description=f"[{rep + 1}/{reps}] {case.name}")
+                case.sample()
+                progress.advance(task)
+        if qiling_note is None:
+            progress.update(task, description="qiling return probe")
+            qiling_us = qiling_probe.per_hit_us(CALLS, reps)
+            progress.advance(task, reps)
+        progress.update(task, description="memory of 1,000 kretprobes")
+        memory = kretprobes_mib()
+        progress.advance(task, 2)
+    return _results(main, scale, bares, qiling_us, qiling_note, memory, reps)
+
+
+def _results(main, scale, bares, qiling_us, qiling_note, memory, reps) -> dict:  # type: ignore[no-untyped-def]
+    def hit(case: Case) -> float:
+        return per_hit_us(case, bares[case.workload.name])
+
+    floor = hit(main[0])
+    rows = []
+    for case in main[1:]:
+        us = hit(case)
+        kernel = KERNEL_US.get(case.name)
+        rows.append({"case": case.name, "group": case.group, "us": us, "x_floor": us / floor,
+                     "kernel": {"label": kernel[0], "us": kernel[1]} if kernel else None})
+    if qiling_us is not None:
+        rows.append({"case": "qiling return probe (hook_address)", "group": "peer",
+                     "us": qiling_us, "x_floor": qiling_us / floor, "kernel": None})
+    by_name = {r["case"]: r["us"] for r in rows}
+    count_int3 = [hit(c) for c in scale["count_int3"]]
+    count_opt = [hit(c) for c in scale["count_optimized"]]
+    depth = [hit(c) for c in scale["depth"]]
+    tasks = [hit(c) for c in scale["tasks"]]
+    bare_many = bares[scale["elsewhere"][0].workload.name].seconds
+    ratios = {r["case"]: r["x_floor"] for r in rows}
+    ratios.update({
+        "naive / kretprobe": by_name["naive kretprobe (stock binding)"]
+        / by_name["kretprobe, int3, no-op handlers"],
+        "speed with 1000 elsewhere": bare_many / scale["elsewhere"][0].seconds,
+        "speed with 1000 optimized elsewhere": bare_many / scale["elsewhere"][1].seconds,
+        "1000 probes / 1 probe": count_int3[-1] / count_int3[0],
+        "1000 optimized probes / 1": count_opt[-1] / count_opt[0],
+        "depth 1000 / depth 1": depth[-1] / depth[0],
+        "8 tasks / 1 task": tasks[-1] / tasks[0],
+        "memory MiB": memory["delta_mib"],
+    })
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine()},
+        "reps": reps, "hits_per_run": CALLS, "floor_us": floor, "rows": rows,
+        "qiling_note": qiling_note,
+        "scale": {"probe_counts": list(PROBE_COUNTS), "per_hit_int3_us": count_int3,
+                  "per_hit_optimized_us": count_opt, "depths": list(DEPTHS),
+                  "per_hit_depth_us": depth, "tasks": list(TASKS), "per_hit_tasks_us": tasks},
+        "memory": memory, "ratios": ratios,
+    }
+
+
+def table(results: dict) -> Table:
+    t = Table(title=f"Per-hit overhead, median of {results['reps']} runs "
+                    f"(floor = {results['floor_us']:.3f} µs)")
+    for col, just in (("case", "left"), ("µs / hit", "right"), ("× floor", "right"),
+                      ("kernel (µs)", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    t.add_row("floor: stock no-op code hook", f"{results['floor_us']:.3f}", "1.00", "")
+    for r in results["rows"]:
+        k = r["kernel"]
+        t.add_row(r["case"], f"{r['us']:.3f}", f"{r['x_floor']:.2f}",
+                  f"{k['label']} = {k['us']}" if k else "")
+    return t
+
+
+def targets_table(results: dict) -> Table:
+    t = Table(title="Targets")
+    for col in ("target", "value", "bound", "met"):
+        t.add_column(col)
+    for target in TARGETS:
+        value = results["ratios"][target.metric]
+        t.add_row(target.label, f"{value:.2f}", f"{target.op} {target.bound}",
+                  "[green]yes" if target.met(value) else "[red]NO")
+    return t
+
+
+def scale_table(results: dict) -> Table:
+    s = results["scale"]
+    t = Table(title="Scaling (µs / hit)")
+    t.add_column("probes registered")
+    t.add_column("int3", justify="right")
+    t.add_column("optimized", justify="right")
+    for n, a, b in zip(s["probe_counts"], s["per_hit_int3_us"], s["per_hit_optimized_us"], strict=True):
+        t.add_row(str(n), f"{a:.3f}", f"{b:.3f}")
+    for d, us in zip(s["depths"], s["per_hit_depth_us"], strict=True):
+        t.add_row(f"kretprobe at recursion depth {d}", f"{us:.3f}", "")
+    for n, us in zip(s["tasks"], s["per_hit_tasks_us"], strict=True):
+        t.add_row(f"kretprobe on {n} task(s)", f"{us:.3f}", "")
+    return t
+
+
+def markdown(results: dict) -> str:
+    """The per-hit table and the targets as Markdown (pasted into README.md)."""
+    lines = [f"Median of {results['reps']} runs, {results['hits_per_run']:,} hits a run, "
+             f"{results['date']}, {results['machine']['processor']}, Python {results['machine']['python']}.",
+             "", "| case | µs / hit | × floor | kernel, x86-64 (µs) |", "|---|---:|---:|---:|",
+             f"| floor: stock no-op code hook | {results['floor_us']:.3f} | 1.00 | |"]
+    for r in results["rows"]:
+        k = r["kernel"]
+        lines.append(f"| {r['case']} | {r['us']:.3f} | {r['x_floor']:.2f} | "
+                     f"{k['label']} = {k['us']} |" if k else
+                     f"| {r['case']} | {r['us']:.3f} | {r['x_floor']:.2f} | |")
+    s = results["scale"]
+    lines += ["", "| probes registered | int3 µs / hit | optimized µs / hit |", "|---:|---:|---:|"]
+    for n, a, b in zip(s["probe_counts"], s["per_hit_int3_us"], s["per_hit_optimized_us"], strict=True):
+        lines.append(f"| {n} | {a:.3f} | {b:.3f} |")
+    lines += ["", "| kretprobe | µs / hit |", "|---|---:|"]
+    for d, us in zip(s["depths"], s["per_hit_depth_us"], strict=True):
+        lines.append(f"| recursion depth {d} | {us:.3f} |")
+    for n, us in zip(s["tasks"], s["per_hit_tasks_us"], strict=True):
+        lines.append(f"| calls spread over {n} task(s) | {us:.3f} |")
+    lines += ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
+    for t in TARGETS:
+        v = results["ratios"][t.metric]
+        lines.append(f"| {t.label} | {v:.2f} | {t.op} {t.bound} | {'yes' if t.met(v) else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--reps", type=int, default=7, help="repetitions per case (median)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results.json and results.png go")
+    parser.add_argument("--no-qiling", action="store_true", help="skip the Qiling peer")
+    args = parser.parse_args(argv)
+    console = Console()
+    results = measure(args.reps, not args.no_qiling, console)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results))
+    console.print(table(results))
+    console.print(scale_table(results))
+    m = results["memory"]
+    console.print(f"memory: 1,000 kretprobes (maxactive 10, data_size 64): "
+                  f"{m['probes_mib']:.1f} MiB peak RSS vs {m['none_mib']:.1f} MiB without "
+                  f"(+{m['delta_mib']:.2f} MiB)")
+    if results["qiling_note"]:
+        console.print(f"qiling: {results['qiling_note']}")
+    console.print(targets_table(results))
+    try:
+        from ._chart import draw
+    except ImportError as exc:
+        console.print(f"chart skipped: {exc} (pip install matplotlib)")
+    else:
+        draw(results, args.out / "results.png")
+        console.print(f"wrote results.json, results.md and results.png in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
