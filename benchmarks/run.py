@@ -41,8 +41,9 @@ def measure(reps: int, with_qiling: bool, console: Console) -> dict:
     qiling_note = qiling_probe.available() if with_qiling else "skipped (--no-qiling)"
     steps = reps * len(everything) + (reps if qiling_note is None else 0) + 2
     qiling_us = None
-    with Progress(TextColumn("{task.description:<48}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    columns = (TextColumn("{task.description:<48}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("benchmarks", total=steps)
         for rep in range(reps):
             for case in everything:
@@ -92,7 +93,7 @@ def _results(main, scale, bares, qiling_us, qiling_note, memory, reps) -> dict: 
         "memory MiB": memory["delta_mib"],
     })
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
         "reps": reps, "hits_per_run": CALLS, "floor_us": floor, "rows": rows,

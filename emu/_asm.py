@@ -6,10 +6,12 @@ the end of the code). Labels starting with ``.`` are local to the symbol they
 follow (as in NASM), so two functions may both use ``.done``; they are renamed
 ``symbol.done`` before assembly (Keystone cannot use a name starting with
 ``.`` inside a memory operand); refer to another symbol's local label by that
-full name. Comments start with ``#``. Mnemonics
-Keystone does not know (``endbr64``) are replaced by their bytes. Keystone does not report label addresses, so one table of
-``.quad label`` entries is appended to the source and read back from the tail of
-the output: a single assembly pass gives every address.
+full name. Comments start with ``#``. Mnemonics Keystone does not know
+(``endbr64``) are replaced by their bytes.
+
+Keystone does not report label addresses, so one table of ``.quad label``
+entries is appended to the source and read back from the tail of the output: a
+single assembly pass gives every address.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def _scope_locals(source: str) -> str:
         if not defined or not owner:
             out.extend(chunk)
             continue
-        def rename(match: re.Match[str]) -> str:
+        def rename(match: re.Match[str], owner: str = owner, defined: set[str] = defined) -> str:
             name = match.group(1)
             return f"{owner}{name}" if name in defined else name
         out.extend(_LOCAL_REF.sub(rename, line.split("#", 1)[0]) for line in chunk)
@@ -89,7 +91,7 @@ def assemble(source: str, base: int) -> Assembled:
     code, tail = blob[: -8 * len(labels)], blob[-8 * len(labels):]
     addrs = struct.unpack(f"<{len(labels)}Q", tail)
     end = base + len(code)
-    ordered = sorted(zip(addrs, labels))
+    ordered = sorted(zip(addrs, labels, strict=True))
     symbols = []
     for i, (addr, name) in enumerate(ordered):
         nxt = ordered[i + 1][0] if i + 1 < len(ordered) else end

@@ -71,7 +71,7 @@ class _Ranges:
 
 def _pattern(uc: Uc, salt: int) -> bytes:
     magic = [(0x5A17C0DE << 32) | (salt << 16) | i for i in range(16)]
-    for name, value in zip(FAST_NAMES[:16], magic):
+    for name, value in zip(FAST_NAMES[:16], magic, strict=True):
         uc.reg_write(UC_ID[name], value)
     return struct.pack("<16Q", *magic)
 
@@ -118,7 +118,7 @@ def _locate_env(uc: Uc) -> Any | None:
         ok = ok and uc.reg_read(UC_ID["rbx"]) == 0x1234_5678_9ABC_DEF0
         uc.reg_write(UC_ID["rip"], 0x4000_1234)
         ok = ok and live[RIP] == 0x4000_1234
-        for name, value in zip(FAST_NAMES, saved):
+        for name, value in zip(FAST_NAMES, saved, strict=True):
             uc.reg_write(UC_ID[name], value)
         return live if ok else None
     except (OSError, ValueError):

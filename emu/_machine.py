@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
-from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR
 from unicorn import unicorn_const as _uc
+from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR
 
 from ._asm import assemble
 from ._cpu import Cpu
@@ -29,8 +29,8 @@ from ._regtable import ARG_REGS, MASK64, RAX, RBP, RIP, RSP, to_signed64
 from ._streams import HostStream
 from ._symbols import SymbolTable
 from ._task import Task
-from ._unwind import unwind
 from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks
+from ._unwind import unwind
 
 if TYPE_CHECKING:
     from .linux import Kernel
@@ -85,6 +85,7 @@ class Machine:
         self._code_hooks: dict[int, int] = {}      # handle -> address
         self._abort_exc: BaseException | None = None
         self._fault: tuple[str, str] | None = None
+        self._fault_addr: int | None = None     # the bad access of the last fault
         self._depth = 0
         # Per-machine state of client packages (e.g. probes), keyed by package.
         self.extensions: dict[str, Any] = {}
@@ -170,7 +171,6 @@ class Machine:
             self._fault_addr = addr
             return False
 
-        self._fault_addr: int | None = None
         self._hooks.add(_uc.UC_HOOK_INTR, HOOK_INTR_CFUNC, on_intr)
         self._hooks.add(_uc.UC_HOOK_MEM_UNMAPPED | _uc.UC_HOOK_MEM_PROT,
                         HOOK_MEM_INVALID_CFUNC, on_bad_mem)
@@ -280,7 +280,7 @@ class Machine:
         sp = (top & ~0xF) - 8           # SysV: rsp + 8 is 16-byte aligned at entry
         self.mem.write_u64(sp, self._exit)
         gpr[RSP] = sp
-        for reg, value in zip(ARG_REGS, args):
+        for reg, value in zip(ARG_REGS, args, strict=False):
             gpr[reg] = value & MASK64
         self._depth += 1
         try:
@@ -340,12 +340,13 @@ class Machine:
         except UcError as exc:
             error = exc
         if self._abort_exc is not None:
-            exc, self._abort_exc = self._abort_exc, None
-            raise exc
+            aborted, self._abort_exc = self._abort_exc, None
+            raise aborted
         rip = self.cpu.gpr[RIP]
         if error is not None:
             kind, what = _FAULT_KIND.get(error.errno, ("exception", str(error)))
-            at = f" at {self._fault_addr:#x}" if self._fault_addr is not None and kind != "invalid-instruction" else ""
+            known = self._fault_addr is not None and kind != "invalid-instruction"
+            at = f" at {self._fault_addr:#x}" if known else ""
             raise GuestFault(f"guest fault: {what}{at} (rip={rip:#x} {self.symbolize(rip)})",
                              rip=rip, reason=kind)
         if self._fault is not None:

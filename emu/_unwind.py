@@ -30,7 +30,7 @@ def unwind(m: Machine, rip: int, rsp: int, rbp: int) -> Iterator[tuple[int, int 
     exit_addr = m.exit_address
     sym = m.symbols.lookup(rip)
     if sym is not None and rip in (sym.addr, sym.addr + 1):
-        slot = rsp if rip == sym.addr else rsp + 8
+        slot: int | None = rsp if rip == sym.addr else rsp + 8
         if rip == sym.addr + 1 and m.read(sym.addr, 1) != _PUSH_RBP:
             slot = None
         if slot is not None:

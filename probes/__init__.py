@@ -37,9 +37,8 @@ __all__ = [
     "KPROBE_FLAG_DISABLED", "KPROBE_FLAG_GONE", "KPROBE_FLAG_OPTIMIZED",
     "KRETPROBE_MAX_DATA_SIZE", "Kprobe", "Kretprobe", "KretprobeInstance", "ProbeError",
     "PtRegs", "add_blacklist", "arm_all", "disable_kprobe", "disable_kretprobe",
-    "disarm_all", "enable_kprobe", "enable_kretprobe", "list_probes", "register_kprobe", "register_kprobes", "register_kretprobe",
-    "register_kretprobes", "regs_get_kernel_argument", "regs_return_value",
-    "set_optimization", "stack_trace",
-    "unregister_kprobe", "unregister_kprobes", "unregister_kretprobe",
-    "unregister_kretprobes",
+    "disarm_all", "enable_kprobe", "enable_kretprobe", "list_probes", "register_kprobe",
+    "register_kprobes", "register_kretprobe", "register_kretprobes",
+    "regs_get_kernel_argument", "regs_return_value", "set_optimization", "stack_trace",
+    "unregister_kprobe", "unregister_kprobes", "unregister_kretprobe", "unregister_kretprobes",
 ]

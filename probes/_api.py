@@ -9,7 +9,8 @@ an aggregate or prepare the instruction, arm. ``register_kretprobe`` adds
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from emu import Machine
 
@@ -116,7 +117,8 @@ def unregister_kretprobes(m: Machine, rps: Iterable[Kretprobe]) -> None:
         unregister_kretprobe(m, rp)
 
 
-def _register_all(m, items, register, unregister) -> None:  # type: ignore[no-untyped-def]
+def _register_all(m: Machine, items: list[Any], register: Callable[[Machine, Any], None],
+                  unregister: Callable[[Machine, Any], None]) -> None:
     done = []
     try:
         for item in items:

@@ -25,14 +25,13 @@ from typing import Any
 
 from emu import Machine
 from emu._memory import PROT_X
-from emu._regtable import RIP, RSP
+from emu._regtable import RIP
 
 from ._errors import ProbeError
 from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_OPTIMIZED, Kprobe
 from ._regs import PtRegs
 from ._rethook import Rethook
 from .arch.x86_64 import X86_64, ArchInsn
-
 
 __all__ = ["KprobeManager", "get_manager"]
 
@@ -334,6 +333,7 @@ class KprobeManager:
         regs._reset(nxt)
         call = self.call_handler
         for kp in site.posts:
+            assert kp.post_handler is not None      # site.posts holds only those
             call(kp.post_handler, kp, regs, 0)
         self._gpr[RIP] = regs._rip
         self.running = False

@@ -9,7 +9,7 @@ real return address in a return handler), not the emulator's internal value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emu._regtable import (
     ARG_REGS,
@@ -29,6 +29,26 @@ class PtRegs:
     """Registers at a probe hit: ``rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip eflags``."""
 
     __slots__ = ("_gpr", "_cpu", "_mem", "_rip", "_dirty")
+
+    if TYPE_CHECKING:        # the properties are generated below, one per register
+        rax: int
+        rbx: int
+        rcx: int
+        rdx: int
+        rsi: int
+        rdi: int
+        rbp: int
+        rsp: int
+        r8: int
+        r9: int
+        r10: int
+        r11: int
+        r12: int
+        r13: int
+        r14: int
+        r15: int
+        rip: int
+        eflags: int
 
     def __init__(self, gpr: Any, cpu: Any, mem: Any) -> None:
         self._gpr = gpr

@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import mmap
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -181,7 +182,7 @@ class Rethook:
         c_task: Task | None = None
         c_region: object = None
         c_stack: list[KretprobeInstance] = []
-        c_buf: object = None
+        c_buf: mmap.mmap | memoryview = memoryview(b"")
         c_start = c_limit = 0
 
         def kretprobe_entry(*_: object) -> None:
@@ -206,6 +207,7 @@ class Rethook:
                     return general(addr)
                 ri = free.pop()
                 ri.task = task
+                hijack = True
                 entry = rp.entry_handler
                 if entry is not None:
                     mgr.running = True
@@ -220,13 +222,16 @@ class Rethook:
                     else:
                         if regs._dirty is not None:
                             regs._commit()
-                            off = gpr[RSP] - c_start
+                            if gpr[RSP] != sp:   # the handler moved the stack: go general
+                                hijack = False
+                                if not skip:
+                                    rp._prepare(mgr, ri, regs)
                     mgr.running = False
-                    if skip:
+                    if skip:             # the instance goes back: no return handler
                         ri.task = None
                         free.append(ri)
-                        ri = None
-                if ri is not None:
+                        hijack = False
+                if hijack:
                     ri.ret_addr = unpack_from(c_buf, off)[0]
                     ri.fp = off + c_start
                     ri.shared = False

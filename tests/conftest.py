@@ -21,6 +21,6 @@ def machine() -> Machine:
     return guest.load("fib", "ackermann", "even_odd", "open_file", "kunit")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fib(n: int) -> int:
     return n if n < 2 else fib(n - 1) + fib(n - 2)

@@ -14,6 +14,7 @@ hook costs 0.1 us less than an ``int3`` trap here; both work.)
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 from emu import PAGE, Machine
@@ -37,7 +38,7 @@ class Trampoline:
         self.region = region
         self._buf = region.buf
 
-    def cell_buffer(self) -> tuple[object, int]:
+    def cell_buffer(self) -> tuple[mmap.mmap | memoryview, int]:
         """(host buffer, offset) of the cell, for writers on the hot path."""
         return self._buf, _CELL_OFFSET
 
