@@ -29,7 +29,7 @@ from probes import (
     stack_trace,
     unregister_kprobe,
 )
-from tests.conftest import fib
+from tests.conftest import fib, return_now
 
 
 def counting(log: list[str], name: str, ret: int = 0):
@@ -61,12 +61,11 @@ def test_aggregate_nonzero_pre_handler_stops_the_chain() -> None:
     m = guest.load("open_file")
     log: list[str] = []
 
-    def skip_call(kp, regs):          # emulate `return -5` and say "I moved rip"
+    return_minus_5 = return_now(m, -5)
+
+    def skip_call(kp, regs):
         log.append("stop")
-        regs.rax = (-5) & (2**64 - 1)
-        regs.rip = int.from_bytes(m.read(regs.rsp, 8), "little")
-        regs.rsp += 8
-        return 1
+        return return_minus_5(kp, regs)
 
     register_kprobe(m, Kprobe("open_file", pre_handler=counting(log, "first")))
     register_kprobe(m, Kprobe("open_file", pre_handler=skip_call))
@@ -211,13 +210,7 @@ def test_optimized_pre_handler_can_redirect() -> None:
     m = guest.load("open_file")
     set_optimization(m, True)
 
-    def ret_minus_7(kp, regs):
-        regs.rax = (-7) & (2**64 - 1)
-        regs.rip = int.from_bytes(m.read(regs.rsp, 8), "little")
-        regs.rsp += 8
-        return 1
-
-    register_kprobe(m, Kprobe("open_file", pre_handler=ret_minus_7))
+    register_kprobe(m, Kprobe("open_file", pre_handler=return_now(m, -7)))
     assert m.call("open_file", 1) == -7
     assert m.call("open_loop", 10) == 10
 

@@ -15,7 +15,7 @@ from probes import (
     regs_return_value,
     unregister_kprobe,
 )
-from tests.conftest import fib
+from tests.conftest import fib, return_now
 
 
 def insn_offset(m: Machine, func: str, text: str) -> int:
@@ -63,14 +63,7 @@ def test_pre_handler_nonzero_resumes_where_it_moved_rip(machine: Machine) -> Non
 
     The handler emulates an immediate return with -1 (bpf_override_return style)."""
     posts = []
-
-    def pre(kp, regs):
-        regs.rax = (-1) & (2**64 - 1)
-        regs.rip = int.from_bytes(machine.read(regs.rsp, 8), "little")
-        regs.rsp = regs.rsp + 8
-        return 1
-
-    register_kprobe(machine, Kprobe("open_file", pre_handler=pre,
+    register_kprobe(machine, Kprobe("open_file", pre_handler=return_now(machine, -1),
                                     post_handler=lambda *a: posts.append(1)))
     assert machine.call("open_file", 1) == -1
     assert machine.call("open_loop", 10) == 10
