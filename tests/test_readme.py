@@ -1,0 +1,26 @@
+"""README.md stays true: its tour runs, and the commands it names exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_tour_runs_and_prints_what_the_demo_prints(capsys) -> None:
+    text = README.read_text()
+    tour = re.search(r"## A five-minute tour\n\n```python\n(.*?)```", text, re.S)
+    assert tour, "README.md lost its tour"
+    exec(compile(tour.group(1), "README.md tour", "exec"), {})
+    out = capsys.readouterr().out
+    assert "open_file: return val = -2 (duration = " in out
+    assert "Missed probing 0 instances of open_file" in out
+
+
+def test_the_set_up_commands_are_the_makefile_targets() -> None:
+    text = README.read_text()
+    makefile = (README.parent / "Makefile").read_text()
+    for target in ("demo", "test", "bench", "lint"):
+        assert f"make {target}" in text
+        assert re.search(rf"^{target}:", makefile, re.M), target
