@@ -89,6 +89,9 @@ class Machine:
         self._depth = 0
         # Per-machine state of client packages (e.g. probes), keyed by package.
         self.extensions: dict[str, Any] = {}
+        # Called before each outermost call()/run(): no guest code or callback is
+        # in progress then, so clients can drop state an aborted run left behind.
+        self.on_start: list[Callable[[], None]] = []
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
         self.tasks: list[Task] = [Task(1, stack)]
         self.current_task: Task = self.tasks[0]
@@ -273,7 +276,7 @@ class Machine:
         gpr = self.cpu.gpr
         nested = self._depth > 0
         if not nested:
-            self._hooks.release_retired()
+            self._start()
             gpr[RBP] = 0                # the outermost frame: ends frame-pointer chains
         saved = self._uc.context_save() if nested else None
         top = gpr[RSP] - _RED_ZONE if nested else self.current_task.stack_top - 64
@@ -313,6 +316,8 @@ class Machine:
             raise EmuError("the program has already run to its exit")
         # The process's registers, as loaded or as a stopped run left them:
         # call() in between (on the program's functions) must not disturb them.
+        if self._depth == 0:
+            self._start()
         self._uc.context_restore(kernel.context)
         saved = (self.max_insns, self.timeout)
         self.max_insns, self.timeout = max_insns, timeout
@@ -327,6 +332,11 @@ class Machine:
             kernel.context = self._uc.context_save()
         raise GuestFault("guest fault: the program returned into the emulator's exit page",
                          rip=self._exit, reason="exception")
+
+    def _start(self) -> None:
+        self._hooks.release_retired()
+        for fn in self.on_start:
+            fn()
 
     def _run(self, begin: int, until: int) -> None:
         self._fault = None

@@ -85,6 +85,8 @@ class KprobeManager:
         self._gpr = m.cpu.gpr
         self.rethook = Rethook(self)
         self.trampoline = self.rethook.addr
+        self._dying: list[_Site] = []      # unregistered, an out-of-line step pending
+        m.on_start.append(self._reset_transient)
 
     # --- registration ---------------------------------------------------------------
     def resolve(self, kp: Kprobe) -> int:
@@ -143,8 +145,21 @@ class KprobeManager:
             del self.sites[site.addr]
             self.m.traps.pop(site.addr, None)
             site.dead = True
-            if not site.pending:
+            if site.pending:
+                self._dying.append(site)
+            else:
                 self._release(site)
+
+    def _reset_transient(self) -> None:
+        """Before an outermost call: a previous one aborted by a handler exception
+        (or a budget) may have left a hit half done. Nothing is in progress now."""
+        self.running = False
+        for site in self.sites.values():
+            site.pending.clear()
+        for site in self._dying:
+            site.pending.clear()
+            self._release(site)
+        self._dying.clear()
 
     def _release(self, site: _Site) -> None:
         slot = site.ainsn.slot
@@ -319,9 +334,11 @@ class KprobeManager:
 
     def _step_done(self, site: _Site) -> None:
         """The int3 after a single-stepped copy: fix RIP up, run post handlers."""
-        reenter = site.pending.pop()
+        # Empty when a run stopped mid-step (a budget) was resumed after a reset.
+        reenter = site.pending.pop() if site.pending else False
         nxt = site.addr + site.ainsn.size
-        if site.dead and not site.pending:
+        if site.dead and not site.pending and site in self._dying:
+            self._dying.remove(site)
             self._release(site)
         if reenter:
             self._gpr[RIP] = nxt

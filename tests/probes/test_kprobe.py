@@ -196,3 +196,29 @@ def test_kprobe_on_a_mid_function_instruction_that_is_a_branch(machine: Machine)
                                             kp.addr, counts.get(kp.addr, 0) + 1)))
     assert machine.call("fib", 10) == fib(10)
     assert counts[start] == 2 * fib(11) - 1
+
+
+def test_a_call_aborted_mid_step_leaves_no_stuck_state(machine: Machine) -> None:
+    """A pre_handler raising on an out-of-line probe with a post_handler stops the
+    guest before the slot runs; the next call must not see "a handler is running"
+    (every hit would be missed) nor a stale pending step."""
+    counts = {"pre": 0, "post": 0}
+
+    def pre(kp, regs):
+        counts["pre"] += 1
+        if counts["pre"] == 1:
+            raise RuntimeError("first hit fails")
+        return 0
+
+    def post(kp, regs, flags):
+        counts["post"] += 1
+
+    kp = Kprobe("fib", offset=1, pre_handler=pre, post_handler=post)   # mov rbp, rsp
+    register_kprobe(machine, kp)
+    with pytest.raises(RuntimeError, match="first hit fails"):
+        machine.call("fib", 3)
+    assert machine.call("fib", 3) == fib(3)
+    assert counts == {"pre": 1 + 5, "post": 5}
+    assert kp.nmissed == 0
+    unregister_kprobe(machine, kp)
+    assert machine.call("fib", 3) == fib(3)
