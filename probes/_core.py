@@ -44,7 +44,8 @@ MAX_OPTIMIZED = 32
 
 
 class _Site:
-    __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "pending", "dead")
+    __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "handler",
+                 "pending", "dead")
 
     def __init__(self, addr: int, ainsn: ArchInsn) -> None:
         self.addr = addr
@@ -54,6 +55,7 @@ class _Site:
         self.posts: tuple[Kprobe, ...] = ()      # enabled children with a post_handler
         self.mode: str | None = None             # None (disarmed), "int3" or "optimized"
         self.hook: int | None = None             # code hook handle while optimized
+        self.handler: Callable[..., None] | None = None   # what that hook calls
         self.pending: list[bool] = []            # out-of-line steps in flight (reenter?)
         self.dead = False
 
@@ -193,18 +195,25 @@ class KprobeManager:
     def _serve(self, site: _Site, mode: str | None) -> None:
         if site.mode == "int3" and mode != "int3":
             self.arch.disarm(site.addr)
-        if site.hook is not None:
+        if site.hook is not None and mode != "optimized":
             self.m.unhook(site.hook)
-            site.hook = None
+            site.hook = site.handler = None
             self.n_optimized -= 1
         if mode == "int3":
-            self.m.traps[site.addr] = self._handler_for(site, optimized=False)[0]
+            self.m.traps[site.addr] = self._handler_for(site, optimized=False)
             if site.mode != "int3":
                 self.arch.arm(site.addr)
         elif mode == "optimized":
-            handler, raw = self._handler_for(site, optimized=True)
-            site.hook = self.m.hook_code(site.addr, handler, raw=raw)
-            self.n_optimized += 1
+            site.handler = self._handler_for(site, optimized=True)
+            if site.hook is None:
+                # One hook for the site's whole optimized life, calling whatever
+                # site.handler is: Unicorn would call a hook added from inside this
+                # one's callback in the same walk of its list (a handler that
+                # re-serves its own site would loop).
+                def dispatch(uch: object, addr: int, size: int, key: object) -> None:
+                    site.handler(uch, addr, size, key)  # type: ignore[misc]
+                site.hook = self.m.hook_code(site.addr, dispatch, raw=True)
+                self.n_optimized += 1
         site.mode = mode
         for kp in site.probes:
             if mode == "optimized":
@@ -223,13 +232,13 @@ class KprobeManager:
             if other.mode == "int3" and self._can_optimize(other):
                 self._serve(other, "optimized")
 
-    def _handler_for(self, site: _Site, optimized: bool) -> tuple[Callable[..., None], bool]:
+    def _handler_for(self, site: _Site, optimized: bool) -> Callable[..., None]:
         """The site's callback; it takes a trap's or a raw code hook's arguments."""
         general = self._pre_path(site, optimized)
         only = site.active[0] if len(site.active) == 1 else None
         if only is not None and only._kretprobe is not None:
-            return self.rethook.entry_fast_path(site, only._kretprobe, general, optimized), True
-        return general, True
+            return self.rethook.entry_fast_path(site, only._kretprobe, general, optimized)
+        return general
 
     def update_all(self) -> None:
         for site in list(self.sites.values()):
@@ -285,7 +294,8 @@ class KprobeManager:
                 regs._dirty = None
                 for kp in active:
                     pre = kp.pre_handler
-                    if pre is None:
+                    # A handler earlier in this walk may have disabled kp.
+                    if pre is None or kp.flags & KPROBE_FLAG_DISABLED:
                         continue
                     try:
                         moved = pre(kp, regs)

@@ -286,3 +286,42 @@ def test_probe_hit_inside_a_handler_is_missed_not_run(machine: Machine) -> None:
     assert machine.call("open_file", 1) == 4
     assert entries == [] and rp.kp.nmissed == 2 * fib(4) - 1
     unregister_kprobe(machine, rp.kp)
+
+
+def test_a_pre_handler_disabling_a_later_sibling_stops_it_at_once(machine: Machine) -> None:
+    """aggr_pre_handler checks each child's disabled flag as it walks."""
+    log: list[str] = []
+    second = Kprobe("open_file", pre_handler=counting(log, "second"))
+
+    def first(kp, regs):
+        log.append("first")
+        disable_kprobe(machine, second)
+        return 0
+
+    register_kprobe(machine, Kprobe("open_file", pre_handler=first))
+    register_kprobe(machine, second)
+    machine.call("open_file", 1)
+    assert log == ["first"]
+
+
+def test_a_handler_that_changes_how_its_own_site_is_served() -> None:
+    """From inside an optimized hit: adding a post_handler probe on the same address
+    switches the site to int3; the current execution runs its handlers once, the
+    next ones run both probes."""
+    m = guest.load("open_file")
+    set_optimization(m, True)
+    log: list[str] = []
+    later = Kprobe("open_file", post_handler=lambda kp, r, f: log.append("post"))
+
+    def first(kp, regs):
+        log.append("pre")
+        if not later.registered:
+            register_kprobe(m, later)
+        return 0
+
+    kp = Kprobe("open_file", pre_handler=first)
+    register_kprobe(m, kp)
+    assert kp.flags & KPROBE_FLAG_OPTIMIZED
+    assert m.call("open_loop", 3) == 0
+    assert not kp.flags & KPROBE_FLAG_OPTIMIZED
+    assert log == ["pre", "pre", "post", "pre", "post"]
