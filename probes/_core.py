@@ -45,7 +45,7 @@ MAX_OPTIMIZED = 32
 
 class _Site:
     __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "handler",
-                 "pending", "dead")
+                 "hooked", "pending", "dead")
 
     def __init__(self, addr: int, ainsn: ArchInsn) -> None:
         self.addr = addr
@@ -55,7 +55,8 @@ class _Site:
         self.posts: tuple[Kprobe, ...] = ()      # enabled children with a post_handler
         self.mode: str | None = None             # None (disarmed), "int3" or "optimized"
         self.hook: int | None = None             # code hook handle while optimized
-        self.handler: Callable[..., None] | None = None   # what that hook calls
+        self.handler: Callable[..., None] | None = None   # the current hit callback
+        self.hooked: Callable[..., None] | None = None    # the one the code hook calls
         self.pending: list[bool] = []            # out-of-line steps in flight (reenter?)
         self.dead = False
 
@@ -158,6 +159,9 @@ class KprobeManager:
         self.running = False
         for site in self.sites.values():
             site.pending.clear()
+            if site.hook is not None and site.hooked is not site.handler:
+                self.m.unhook(site.hook)
+                self._hook(site)
         for site in self._dying:
             site.pending.clear()
             self._release(site)
@@ -197,29 +201,36 @@ class KprobeManager:
             self.arch.disarm(site.addr)
         if site.hook is not None and mode != "optimized":
             self.m.unhook(site.hook)
-            site.hook = site.handler = None
+            site.hook = site.hooked = None
             self.n_optimized -= 1
-        if mode == "int3":
-            self.m.traps[site.addr] = self._handler_for(site, optimized=False)
+        handler = self._handler_for(site, mode == "optimized") if mode else None
+        site.handler = handler
+        if handler is not None and mode == "int3":
+            self.m.traps[site.addr] = handler
             if site.mode != "int3":
                 self.arch.arm(site.addr)
         elif mode == "optimized":
-            site.handler = self._handler_for(site, optimized=True)
             if site.hook is None:
-                # One hook for the site's whole optimized life, calling whatever
-                # site.handler is: Unicorn would call a hook added from inside this
-                # one's callback in the same walk of its list (a handler that
-                # re-serves its own site would loop).
-                def dispatch(uch: object, addr: int, size: int, key: object) -> None:
-                    site.handler(uch, addr, size, key)  # type: ignore[misc]
-                site.hook = self.m.hook_code(site.addr, dispatch, raw=True)
                 self.n_optimized += 1
+                self._hook(site)
+            elif self.m.depth == 0:
+                self.m.unhook(site.hook)
+                self._hook(site)
+            # Else a guest run is in progress, maybe in this very hook's callback:
+            # Unicorn would call a hook added now in the same walk of its list
+            # (twice the handlers). The hooked callback forwards to site.handler
+            # until _reset_transient hooks the new one.
         site.mode = mode
         for kp in site.probes:
             if mode == "optimized":
                 kp.flags |= KPROBE_FLAG_OPTIMIZED
             else:
                 kp.flags &= ~KPROBE_FLAG_OPTIMIZED
+
+    def _hook(self, site: _Site) -> None:
+        assert site.handler is not None
+        site.hooked = site.handler
+        site.hook = self.m.hook_code(site.addr, site.handler, raw=True)
 
     def _promote(self) -> None:
         """An optimized slot came free: optimize waiting int3 sites (the kernel's
@@ -234,11 +245,11 @@ class KprobeManager:
 
     def _handler_for(self, site: _Site, optimized: bool) -> Callable[..., None]:
         """The site's callback; it takes a trap's or a raw code hook's arguments."""
-        general = self._pre_path(site, optimized)
         only = site.active[0] if len(site.active) == 1 else None
         if only is not None and only._kretprobe is not None:
+            general = self._pre_path(site, optimized, forward=False)
             return self.rethook.entry_fast_path(site, only._kretprobe, general, optimized)
-        return general
+        return self._pre_path(site, optimized, forward=True)
 
     def update_all(self) -> None:
         for site in list(self.sites.values()):
@@ -269,19 +280,23 @@ class KprobeManager:
         regs._commit()
         return ret
 
-    def _pre_path(self, site: _Site, optimized: bool) -> Callable[..., None]:
+    def _pre_path(self, site: _Site, optimized: bool, forward: bool) -> Callable[..., None]:
         """The hit of a probe site (``kprobe_int3_handler`` / ``optimized_callback``).
 
         int3: pre_handlers, then the single-step. Optimized (a code hook before
         the instruction, which then runs in place): pre_handlers only, no RIP
         write unless a pre_handler moved ``regs.rip``. Built anew by
-        :meth:`update` whenever the site's enabled children change.
+        :meth:`update` whenever the site's enabled children change. With
+        ``forward`` it hands a hit to ``site.handler`` once it is no longer
+        that (see :meth:`_serve`); the fallback of a fast path does not.
         """
         mgr, regs, gpr, addr, active = self, self.regs, self._gpr, site.addr, site.active
         failed, abort, single_step = self.handler_failed, self.m.abort, self._single_step
         set_pc = self.m.cpu.set_pc_from_code_hook
 
-        def on_hit(*_: object) -> None:
+        def on_hit(*args: object) -> None:
+            if forward and site.handler is not on_hit:   # re-served during a run: see _serve
+                return site.handler(*args) if site.handler is not None else None
             try:
                 if mgr.running:          # kprobes_inc_nmissed_count: no handler runs
                     for kp in active:

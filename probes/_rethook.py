@@ -185,8 +185,10 @@ class Rethook:
         c_buf: mmap.mmap | memoryview = memoryview(b"")
         c_start = c_limit = 0
 
-        def kretprobe_entry(*_: object) -> None:
+        def kretprobe_entry(*args: object) -> None:
             nonlocal c_task, c_region, c_stack, c_buf, c_start, c_limit
+            if site.handler is not kretprobe_entry:   # re-served during a run: see _serve
+                return site.handler(*args) if site.handler is not None else None
             try:
                 free = rp._free
                 task = m.current_task
