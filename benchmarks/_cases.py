@@ -16,7 +16,7 @@ from probes import Kprobe, Kretprobe, register_kprobe, register_kretprobe, set_o
 from ._harness import Case, Workload
 from .naive import NaiveKretprobe
 
-CALLS = 50_000          # probe hits per timed call
+CALLS = 30_000          # probe hits per timed call
 MANY = 1_000            # functions for the "probes registered elsewhere" cases
 
 

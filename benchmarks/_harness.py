@@ -1,8 +1,10 @@
 """Timing: per-hit overhead = (time with the probe - time without) / hits.
 
-Every case builds fresh machines, translates the workload once (a warm-up call),
-then times one call. Repetitions of all cases are interleaved, and medians are
-taken, so that ratios computed within one run are stable on a noisy machine.
+Every sample builds fresh machines, translates the workload once (a warm-up
+call), then times the workload without and with the probe, back to back, each
+the best of three calls.
+Repetitions of all cases are interleaved and the median of the pairs is taken,
+so that ratios computed within one run are stable on a noisy machine.
 The garbage collector is paused while a call is timed. Every timed call checks
 the guest's result.
 """
@@ -33,36 +35,47 @@ class Workload:
 
 @dataclass
 class Case:
+    """A probe set-up on a workload. Each sample times the workload on a fresh
+    bare machine and then on a fresh probed one, back to back, so that drift of
+    a noisy host cancels in the pair's difference."""
+
     name: str
     workload: Workload
     setup: Setup
     group: str = "probe"
-    samples: list[float] = field(default_factory=list)
+    pairs: list[tuple[float, float]] = field(default_factory=list)   # (bare, probed) s
 
     def sample(self) -> None:
+        bare = timed(self.workload, self.workload.make())
         m = self.workload.make()
         self.setup(m)
-        self.samples.append(timed(self.workload, m))
+        self.pairs.append((bare, timed(self.workload, m)))
 
     @property
-    def seconds(self) -> float:
-        return statistics.median(self.samples)
+    def per_hit_us(self) -> float:
+        """Median over the pairs of (probed - bare) / hits, in microseconds."""
+        return statistics.median(p - b for b, p in self.pairs) / self.workload.hits * 1e6
+
+    @property
+    def speed_ratio(self) -> float:
+        """Median over the pairs of bare time / probed time (1.0: no slowdown)."""
+        return statistics.median(b / p for b, p in self.pairs)
+
+
+BEST_OF = 3
 
 
 def timed(workload: Workload, m: Machine) -> float:
-    workload.run(m)                       # warm-up: translate the code once
+    """The best of BEST_OF timed calls after a warm-up call (which translates the
+    code): bursts of the host, not the probe, make the slower ones slower."""
+    workload.run(m)
     gc.disable()
     try:
-        start = time.perf_counter()
-        workload.run(m)
-        return time.perf_counter() - start
+        best = float("inf")
+        for _ in range(BEST_OF):
+            start = time.perf_counter()
+            workload.run(m)
+            best = min(best, time.perf_counter() - start)
+        return best
     finally:
         gc.enable()
-
-
-def bare_case(workload: Workload) -> Case:
-    return Case(f"bare {workload.name}", workload, lambda m: None, group="bare")
-
-
-def per_hit_us(case: Case, bare: Case) -> float:
-    return (case.seconds - bare.seconds) / case.workload.hits * 1e6

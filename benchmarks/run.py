@@ -19,25 +19,16 @@ from rich.table import Table
 
 from . import qiling_probe
 from ._cases import CALLS, DEPTHS, PROBE_COUNTS, TASKS, main_cases, scale_cases
-from ._harness import Case, bare_case, per_hit_us
+from ._harness import Case
 from ._memory import kretprobes_mib
 from ._targets import KERNEL_US, TARGETS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _all_cases() -> tuple[list[Case], dict[str, list[Case]], dict[str, Case]]:
-    main = main_cases()
-    scale = scale_cases()
-    bares: dict[str, Case] = {}
-    for case in main + [c for cs in scale.values() for c in cs]:
-        bares.setdefault(case.workload.name, bare_case(case.workload))
-    return main, scale, bares
-
-
 def measure(reps: int, with_qiling: bool, console: Console) -> dict:
-    main, scale, bares = _all_cases()
-    everything = list(bares.values()) + main + [c for cs in scale.values() for c in cs]
+    main, scale = main_cases(), scale_cases()
+    everything = main + [c for cs in scale.values() for c in cs]
     qiling_note = qiling_probe.available() if with_qiling else "skipped (--no-qiling)"
     steps = reps * len(everything) + (reps if qiling_note is None else 0) + 2
     qiling_us = None
@@ -57,12 +48,12 @@ def measure(reps: int, with_qiling: bool, console: Console) -> dict:
         progress.update(task, description="memory of 1,000 kretprobes")
         memory = kretprobes_mib()
         progress.advance(task, 2)
-    return _results(main, scale, bares, qiling_us, qiling_note, memory, reps)
+    return _results(main, scale, qiling_us, qiling_note, memory, reps)
 
 
-def _results(main, scale, bares, qiling_us, qiling_note, memory, reps) -> dict:  # type: ignore[no-untyped-def]
+def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type: ignore[no-untyped-def]
     def hit(case: Case) -> float:
-        return per_hit_us(case, bares[case.workload.name])
+        return case.per_hit_us
 
     floor = hit(main[0])
     rows = []
@@ -79,13 +70,12 @@ def _results(main, scale, bares, qiling_us, qiling_note, memory, reps) -> dict: 
     count_opt = [hit(c) for c in scale["count_optimized"]]
     depth = [hit(c) for c in scale["depth"]]
     tasks = [hit(c) for c in scale["tasks"]]
-    bare_many = bares[scale["elsewhere"][0].workload.name].seconds
     ratios = {r["case"]: r["x_floor"] for r in rows}
     ratios.update({
         "naive / kretprobe": by_name["naive kretprobe (stock binding)"]
         / by_name["kretprobe, int3, no-op handlers"],
-        "speed with 1000 elsewhere": bare_many / scale["elsewhere"][0].seconds,
-        "speed with 1000 optimized elsewhere": bare_many / scale["elsewhere"][1].seconds,
+        "speed with 1000 elsewhere": scale["elsewhere"][0].speed_ratio,
+        "speed with 1000 optimized elsewhere": scale["elsewhere"][1].speed_ratio,
         "1000 probes / 1 probe": count_int3[-1] / count_int3[0],
         "1000 optimized probes / 1": count_opt[-1] / count_opt[0],
         "depth 1000 / depth 1": depth[-1] / depth[0],
@@ -106,7 +96,7 @@ def _results(main, scale, bares, qiling_us, qiling_note, memory, reps) -> dict: 
 
 
 def table(results: dict) -> Table:
-    t = Table(title=f"Per-hit overhead, median of {results['reps']} runs "
+    t = Table(title=f"Per-hit overhead, median of {results['reps']} samples "
                     f"(floor = {results['floor_us']:.3f} µs)")
     for col, just in (("case", "left"), ("µs / hit", "right"), ("× floor", "right"),
                       ("kernel (µs)", "right")):
@@ -147,7 +137,8 @@ def scale_table(results: dict) -> Table:
 
 def markdown(results: dict) -> str:
     """The per-hit table and the targets as Markdown (pasted into README.md)."""
-    lines = [f"Median of {results['reps']} runs, {results['hits_per_run']:,} hits a run, "
+    lines = [f"Median of {results['reps']} paired samples (best of 3 calls each), "
+             f"{results['hits_per_run']:,} hits a call, "
              f"{results['date']}, {results['machine']['processor']}, Python {results['machine']['python']}.",
              "", "| case | µs / hit | × floor | kernel, x86-64 (µs) |", "|---|---:|---:|---:|",
              f"| floor: stock no-op code hook | {results['floor_us']:.3f} | 1.00 | |"]
@@ -174,7 +165,7 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--reps", type=int, default=7, help="repetitions per case (median)")
+    parser.add_argument("--reps", type=int, default=9, help="repetitions per case (median)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results.json and results.png go")
     parser.add_argument("--no-qiling", action="store_true", help="skip the Qiling peer")
     args = parser.parse_args(argv)
