@@ -3,8 +3,9 @@
 Invariants:
 - ``sites`` maps an address to its :class:`_Site` (the kernel's aggregate
   probe): every registered kprobe at that address is a child, in registration
-  order. The site's int3 is planted iff some child is enabled and the global
-  switch (``arm_all``) is on.
+  order. The site is served (an int3, or a code hook when optimized) iff some
+  child is enabled and the global switch (``arm_all``) is on; its callback
+  (``site.handler``) is rebuilt whenever its enabled children change.
 - ``running`` is ``kprobe_running()``: True from a trap until its handlers and
   single-step are done. A probe hit while it is True (a handler called into the
   guest) runs no handler and counts in ``nmissed`` of each child
@@ -12,9 +13,11 @@ Invariants:
 - A site or slot removed while a step may still use it is only released once
   no step can reach it (the kernel waits for RCU; we count pending steps and
   recycle slots only while the guest is stopped).
-- Handlers run under ``_call``: their register writes apply when they return
-  normally; an exception is handed to the machine (the running ``call`` raises
-  it) and the probe mechanics still complete, so the guest state stays whole.
+- A handler's register writes apply when it returns normally; an exception is
+  handed to the machine (the running ``call`` raises it) and the probe
+  mechanics still complete, so the guest state stays whole. State a stopped
+  run leaves half done is dropped before the next outermost call
+  (:meth:`KprobeManager._reset_transient`).
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ __all__ = ["KprobeManager", "get_manager"]
 _EXT_KEY = "probes.kprobes"
 
 # Unicorn walks its whole list of code hooks for every hooked instruction, so
-# each optimized probe makes every other optimized hit slower (about 4 ns a
-# hook): past this many, further probes stay int3 (O(1) dispatch by address).
+# each optimized probe makes every other optimized hit slower (about 3 ns a
+# hook: 2.9 us a hit with 1,000): past this many, further probes stay int3 (O(1) dispatch by address).
 MAX_OPTIMIZED = 32
 
 
@@ -89,6 +92,8 @@ class KprobeManager:
         self.rethook = Rethook(self)
         self.trampoline = self.rethook.addr
         self._dying: list[_Site] = []      # unregistered, an out-of-line step pending
+        self._stepping: set[_Site] = set()  # sites with an out-of-line step pending
+        self._rehook: set[_Site] = set()    # optimized sites re-served during a run
         m.on_start.append(self._reset_transient)
 
     # --- registration ---------------------------------------------------------------
@@ -157,11 +162,14 @@ class KprobeManager:
         """Before an outermost call: a previous one aborted by a handler exception
         (or a budget) may have left a hit half done. Nothing is in progress now."""
         self.running = False
-        for site in self.sites.values():
+        for site in self._stepping:
             site.pending.clear()
+        self._stepping.clear()
+        for site in self._rehook:
             if site.hook is not None and site.hooked is not site.handler:
                 self.m.unhook(site.hook)
                 self._hook(site)
+        self._rehook.clear()
         for site in self._dying:
             site.pending.clear()
             self._release(site)
@@ -216,10 +224,12 @@ class KprobeManager:
             elif self.m.depth == 0:
                 self.m.unhook(site.hook)
                 self._hook(site)
-            # Else a guest run is in progress, maybe in this very hook's callback:
-            # Unicorn would call a hook added now in the same walk of its list
-            # (twice the handlers). The hooked callback forwards to site.handler
-            # until _reset_transient hooks the new one.
+            else:
+                # A guest run is in progress, maybe in this very hook's callback:
+                # Unicorn would call a hook added now in the same walk of its list
+                # (the handlers twice). The hooked callback forwards to
+                # site.handler until _reset_transient hooks the new one.
+                self._rehook.add(site)
         site.mode = mode
         for kp in site.probes:
             if mode == "optimized":
@@ -355,12 +365,15 @@ class KprobeManager:
                 self.running = False
             return
         site.pending.append(reenter)
+        self._stepping.add(site)
         gpr[RIP] = slot.step_addr
 
     def _step_done(self, site: _Site) -> None:
         """The int3 after a single-stepped copy: fix RIP up, run post handlers."""
         # Empty when a run stopped mid-step (a budget) was resumed after a reset.
         reenter = site.pending.pop() if site.pending else False
+        if not site.pending:
+            self._stepping.discard(site)
         nxt = site.addr + site.ainsn.size
         if site.dead and not site.pending and site in self._dying:
             self._dying.remove(site)
