@@ -55,6 +55,10 @@ def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type
     def hit(case: Case) -> float:
         return case.per_hit_us
 
+    everything = main + [c for cs in scale.values() for c in cs]
+    raw = {c.name: {"workload": c.workload.name, "hits": c.workload.hits,
+                    "bare_probed_seconds": c.pairs} for c in everything}
+
     floor = hit(main[0])
     rows = []
     for case in main[1:]:
@@ -91,7 +95,7 @@ def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type
         "scale": {"probe_counts": list(PROBE_COUNTS), "per_hit_int3_us": count_int3,
                   "per_hit_optimized_us": count_opt, "depths": list(DEPTHS),
                   "per_hit_depth_us": depth, "tasks": list(TASKS), "per_hit_tasks_us": tasks},
-        "memory": memory, "ratios": ratios,
+        "memory": memory, "ratios": ratios, "raw": raw,
     }
 
 
