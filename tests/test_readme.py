@@ -24,3 +24,24 @@ def test_the_set_up_commands_are_the_makefile_targets() -> None:
     for target in ("demo", "test", "bench", "lint"):
         assert f"make {target}" in text
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_the_real_binary_example_runs() -> None:
+    """The "Running real binaries" example, with its promised results."""
+    import os
+
+    from tests.guests import guest_bin
+
+    guest_bin()                                   # builds guest/bin once
+    text = README.read_text()
+    example = re.search(r"## Running real binaries\n.*?```python\n(.*?)```", text, re.S)
+    assert example, "README.md lost the real-binary example"
+    scope: dict = {}
+    cwd = os.getcwd()
+    os.chdir(README.parent)                       # the example's paths are repository-relative
+    try:
+        exec(compile(example.group(1), "README.md real binaries", "exec"), scope)
+    finally:
+        os.chdir(cwd)
+    assert scope["status"] == 2
+    assert scope["returns"] == [80, -22, -34]
