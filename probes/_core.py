@@ -48,7 +48,7 @@ MAX_OPTIMIZED = 32
 
 class _Site:
     __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "handler",
-                 "hooked", "pending", "dead")
+                 "hooked", "pending")
 
     def __init__(self, addr: int, ainsn: ArchInsn) -> None:
         self.addr = addr
@@ -61,7 +61,6 @@ class _Site:
         self.handler: Callable[..., None] | None = None   # the current hit callback
         self.hooked: Callable[..., None] | None = None    # the one the code hook calls
         self.pending: list[bool] = []            # out-of-line steps in flight (reenter?)
-        self.dead = False
 
     def refresh(self) -> None:
         self.active = tuple(p for p in self.probes if not p.flags & KPROBE_FLAG_DISABLED)
@@ -152,7 +151,6 @@ class KprobeManager:
         if not site.probes:
             del self.sites[site.addr]
             self.m.traps.pop(site.addr, None)
-            site.dead = True
             if site.pending:
                 self._dying.append(site)
             else:
@@ -375,7 +373,7 @@ class KprobeManager:
         if not site.pending:
             self._stepping.discard(site)
         nxt = site.addr + site.ainsn.size
-        if site.dead and not site.pending and site in self._dying:
+        if not site.pending and site in self._dying:      # unregistered meanwhile
             self._dying.remove(site)
             self._release(site)
         if reenter:

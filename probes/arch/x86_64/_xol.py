@@ -64,9 +64,6 @@ class XolArea:
         self._free: list[int] = []
         self._garbage: list[int] = []   # freed, maybe still about to run: see collect()
 
-    def is_slot_address(self, addr: int) -> bool:
-        return any(p <= addr < p + PAGE for p in self._pages)
-
     def pages(self) -> list[tuple[int, int]]:
         return [(p, p + PAGE) for p in self._pages]
 
