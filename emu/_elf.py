@@ -82,7 +82,7 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
                      k.rng.randbytes(16))
     k.entry = interp.entry + interp_base if interp is not None else image.entry
     _initial_registers(m, sp, k.entry)
-    k.context = m._uc.context_save()
+    m.tasks[0].context = m._uc.context_save()
     k.install()
     return k
 

@@ -23,13 +23,14 @@ from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR
 from ._asm import assemble
 from ._cpu import Cpu
 from ._errors import EmuError, GuestFault, SymbolNotFound
-from ._memory import PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, page_up
+from ._memory import PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, Region, page_up
 from ._objects import ObjectTable
-from ._regtable import ARG_REGS, MASK64, RAX, RBP, RIP, RSP, to_signed64
+from ._regtable import ARG_REGS, FAST_NAMES, MASK64, RAX, RBP, RIP, RSP, UC_ID, to_signed64
 from ._streams import HostStream
 from ._symbols import SymbolTable
-from ._task import Task
-from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks
+from ._sched import Scheduler
+from ._task import DONE, Task
+from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks, counter_cells
 from ._unwind import unwind
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ __all__ = ["Machine", "DEFAULT_MAX_INSNS"]
 
 DEFAULT_MAX_INSNS = 100_000_000
 STACK_SIZE = 0x100000
+SPAWN_STACK_SIZE = 0x40000         # a spawned task's stack unless told otherwise
+_UNLIMITED = (1 << 63) - 1         # a count that never runs out
+_PAUSE = b"\xf3\x90"
 STACK_TOP = 0x7FFF_FFFF_0000
 _RED_ZONE = 128
 
@@ -81,6 +85,9 @@ class Machine:
         self.max_insns = max_insns
         self.timeout = timeout
         self.traps: dict[int, Callback] = {}
+        # Defaults of run()'s scheduler for a loaded program (from_elf sets them).
+        self.seed = 0
+        self.timeslice = 1000
         self._hooks = RawHooks(self._uc)
         self._code_hooks: dict[int, int] = {}      # handle -> address
         self._abort_exc: BaseException | None = None
@@ -95,6 +102,17 @@ class Machine:
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
         self.tasks: list[Task] = [Task(1, stack)]
         self.current_task: Task = self.tasks[0]
+        # Scheduling (emu._sched): the run in progress, the virtual clock (ns =
+        # instructions retired while tasks were sliced), the task whose registers
+        # the engine holds (None: whatever a call() left), and the kernel-style
+        # preempt_count (non-zero: a client needs this task to keep the CPU).
+        self.sched: Scheduler | None = None
+        self.clock = 0
+        self.preempt_count = 0
+        self.on_task_exit: list[Callable[[Task], None]] = []
+        self._engine_owner: Task | None = None
+        self._counter = counter_cells(self._uc)    # (emu_counter, emu_count) or None
+        self._counting = False                     # the engine's count hook is live
         self._exit = self.mem.map(STACK_TOP, PAGE, PROT_RX, "[exit]").start
         self.mem.write(self._exit, b"\xf4")   # never executed: emu_start stops on it
         # Programs loaded from ELF files (emu._elf, emu.linux): the mapped objects,
@@ -120,7 +138,7 @@ class Machine:
     def from_elf(cls, path: str, argv: Sequence[str | bytes] | None = None,
                  env: Mapping[str, str] | Sequence[str] | None = None, stdin: bytes = b"",
                  fs_root: str | None = None, fs_writable: bool = False, *, seed: int = 0,
-                 **kwargs: Any) -> Machine:
+                 timeslice: int = 1000, **kwargs: Any) -> Machine:
         """Load an x86-64 ELF program (static, static-pie or dynamic), ready to :meth:`run`.
 
         Args:
@@ -130,7 +148,9 @@ class Machine:
             stdin: everything its standard input will read.
             fs_root: a host directory the guest may read (its working directory).
             fs_writable: the guest may also write under ``fs_root``.
-            seed: seeds ``AT_RANDOM`` and ``getrandom``.
+            seed: seeds ``AT_RANDOM``, ``getrandom`` and the scheduler of its threads.
+            timeslice: the longest slice, in instructions, the scheduler gives a
+                thread when several can run (see :meth:`run_tasks`).
             kwargs: passed to :class:`Machine` (``max_insns`` for :meth:`call`, ...).
 
         Raises:
@@ -139,6 +159,7 @@ class Machine:
         from ._elf import load_program
         m = cls(**kwargs)
         m.kernel = load_program(m, path, argv, env, stdin, fs_root, fs_writable, seed)
+        m.seed, m.timeslice = seed, timeslice
         return m
 
     def load_asm(self, source: str, base: int) -> None:
@@ -149,6 +170,8 @@ class Machine:
         self.mem.write(base, out.code)
         for name, addr, size in out.symbols:
             self.symbols.add(name, addr, size)
+        for addr in _pause_addresses(out.code, base):
+            self.hook_code(addr, self._on_pause)
 
     # --- hooks and dispatch ---------------------------------------------------
     def _install_hooks(self) -> None:
@@ -213,13 +236,102 @@ class Machine:
             self._abort_exc = exc
         self._uc.emu_stop()
 
-    def new_task(self, stack_size: int = STACK_SIZE) -> Task:
-        """A new task with a stack of its own; make it ``current_task`` to run
-        calls on it. (Tasks do not run concurrently until the scheduler lands.)"""
+    def new_task(self, stack_size: int = STACK_SIZE, name: str | None = None) -> Task:
+        """A new task with a stack of its own and no code to run yet: make it
+        ``current_task`` to run :meth:`call` on it, or use :meth:`spawn`."""
         region = self.mem.map_anywhere(stack_size, PROT_RW, "[stack]", near=STACK_TOP - STACK_SIZE)
-        task = Task(max(t.tid for t in self.tasks) + 1, region)
+        return self.add_task(region, name)
+
+    def add_task(self, stack: Region, name: str | None = None) -> Task:
+        """Register a task whose stack is ``stack`` (the syscall layer's ``clone``)."""
+        task = Task(max(t.tid for t in self.tasks) + 1, stack, name or "")
         self.tasks.append(task)
         return task
+
+    def spawn(self, func: str | int, *args: int, name: str | None = None,
+              stack_size: int | None = None) -> Task:
+        """A new task that will call ``func(*args)`` (System V, as :meth:`call`)
+        when :meth:`run_tasks` runs it. It has its own registers and stack and shares
+        memory; it starts with the machine's current registers (FPU state, FS base)
+        but for its stack, its arguments and RIP.
+
+        Raises:
+            SymbolNotFound: ``func`` is an unknown name.
+            EmuError: more than six arguments.
+        """
+        addr = self.resolve(func)
+        if len(args) > len(ARG_REGS):
+            raise EmuError(f"spawn({func!r}) takes at most {len(ARG_REGS)} integer arguments, "
+                           f"got {len(args)}")
+        task = self.new_task(stack_size or SPAWN_STACK_SIZE, name)
+        task.spawned = True
+        sp = ((task.stack_top - 64) & ~0xF) - 8
+        self.mem.write_u64(sp, self._exit)
+        ctx = self._uc.context_save()
+        values = {UC_ID["rsp"]: sp, UC_ID["rbp"]: 0, UC_ID["rip"]: addr}
+        for reg, value in zip(ARG_REGS, args, strict=False):
+            values[UC_ID[FAST_NAMES[reg]]] = value & MASK64
+        for reg_id, value in values.items():
+            ctx.reg_write(reg_id, value)
+        task.context = ctx
+        return task
+
+    def run_tasks(self, seed: int = 0, timeslice: int = 1000, max_insns: int | None = None,
+                  timeout: float | None = None) -> list[Task]:
+        """Run every spawned task that is not done to its end, interleaved on one
+        virtual CPU by a scheduler seeded with ``seed`` (see :mod:`emu._sched`).
+
+        Slices last ``randint(1, timeslice)`` instructions; a slice also ends at a
+        ``pause``, when its task blocks, and maybe at a probe hit. The same program,
+        probes and seed give the same interleaving.
+
+        Returns:
+            The tasks it ran, in spawn order; each has ``result`` or ``fault``.
+
+        Raises:
+            GuestFault: ``reason="deadlock"`` when every live task is blocked; the
+                budget or timeout of the whole run was reached (naming the task).
+            BaseException: what a probe handler raised.
+        """
+        tasks = [t for t in self.tasks if t.spawned and not t.done]
+        self._schedule(Scheduler(self, tasks, seed=seed, timeslice=timeslice, max_insns=max_insns,
+                                 timeout=timeout))
+        return tasks
+
+    def _schedule(self, sched: Scheduler) -> None:
+        if self._depth:
+            raise EmuError("run_tasks()/run() cannot be called from inside a probe handler or hook")
+        self._start()
+        saved = self.current_task
+        self.sched = sched
+        self._depth += 1
+        try:
+            sched.run()
+        finally:
+            self._depth -= 1
+            self.sched = None
+            self.current_task = saved
+            self._engine_owner = None
+
+    # --- preemption ------------------------------------------------------------------------
+    def preempt_point(self) -> None:
+        """A probe hit (called from inside a hook): the scheduler may end the
+        slice after the current instruction. A no-op unless several tasks run."""
+        sched = self.sched
+        if sched is not None and sched.sliced and self._depth == 1 and not self.preempt_count:
+            sched.maybe_preempt()
+
+    def _end_slice_after_this(self) -> None:
+        """From a hook: stop before the next instruction (the one being hooked, or
+        the one RIP was redirected to, still runs first). Needs the counter."""
+        cells = self._counter
+        if cells is not None and self._counting:
+            cells[1].value = cells[0].value
+
+    def _on_pause(self, _addr: int) -> None:
+        sched = self.sched
+        if sched is not None and sched.sliced and self._depth == 1:
+            self._end_slice_after_this()
 
     @property
     def uc(self) -> Uc:
@@ -279,6 +391,8 @@ class Machine:
             self._start()
             gpr[RBP] = 0                # the outermost frame: ends frame-pointer chains
         saved = self._uc.context_save() if nested else None
+        if not nested:
+            self._engine_owner = None       # the registers are this call's now
         top = gpr[RSP] - _RED_ZONE if nested else self.current_task.stack_top - 64
         sp = (top & ~0xF) - 8           # SysV: rsp + 8 is 16-byte aligned at entry
         self.mem.write_u64(sp, self._exit)
@@ -286,27 +400,35 @@ class Machine:
         for reg, value in zip(ARG_REGS, args, strict=False):
             gpr[reg] = value & MASK64
         self._depth += 1
+        counted = self._counter_state() if nested else None
         try:
-            self._run(addr, self._exit)
+            self._run(addr, self._exit, inherit=nested)
             return to_signed64(gpr[RAX])
         finally:
             self._depth -= 1
             if saved is not None:
                 self._uc.context_restore(saved)
+            if counted is not None:
+                self._restore_counter(counted)
 
-    def run(self, *, max_insns: int | None = None, timeout: float | None = None) -> int:
+    def run(self, *, max_insns: int | None = None, timeout: float | None = None,
+            seed: int | None = None, timeslice: int | None = None) -> int:
         """Run the program loaded by :meth:`from_elf` to its end.
+
+        Its threads are tasks of one seeded scheduler (see :meth:`run_tasks`).
 
         Args:
             max_insns: instruction budget of the whole run (default: none).
             timeout: wall-clock limit in seconds (default: none).
+            seed: the scheduler's seed (default: the one given to :meth:`from_elf`).
+            timeslice: the longest slice (default: the one given to :meth:`from_elf`).
 
         Returns:
             The exit status (0..255), or 128 + the signal number when a signal
             ended the process, as a shell reports it.
 
         Raises:
-            GuestFault: the guest faulted or exceeded its budget.
+            GuestFault: the guest faulted, deadlocked or exceeded its budget.
         """
         from .linux import ProcessExit
         kernel = self.kernel
@@ -314,57 +436,111 @@ class Machine:
             raise EmuError("run() needs a program: load one with Machine.from_elf")
         if kernel.exited is not None:
             raise EmuError("the program has already run to its exit")
-        # The process's registers, as loaded or as a stopped run left them:
-        # call() in between (on the program's functions) must not disturb them.
-        if self._depth == 0:
-            self._start()
-        self._uc.context_restore(kernel.context)
-        saved = (self.max_insns, self.timeout)
-        self.max_insns, self.timeout = max_insns, timeout
-        self._depth += 1
+        sched = Scheduler(self, kernel.threads, seed=self.seed if seed is None else seed,
+                          timeslice=self.timeslice if timeslice is None else timeslice,
+                          max_insns=max_insns, timeout=timeout, process=True)
         try:
-            self._run(self.cpu.gpr[RIP], self._exit)
+            self._schedule(sched)
         except ProcessExit as done:
             return done.status
-        finally:
-            self._depth -= 1
-            self.max_insns, self.timeout = saved
-            kernel.context = self._uc.context_save()
-        raise GuestFault("guest fault: the program returned into the emulator's exit page",
-                         rip=self._exit, reason="exception")
+        # Every thread ended by exit() without exit_group: the kernel ended the
+        # process when the last one went (do_exit -> the group's exit).
+        if kernel.exited is not None:
+            return kernel.exited.status
+        raise EmuError("the program's threads ended without an exit status")  # pragma: no cover
 
     def _start(self) -> None:
         self._hooks.release_retired()
         for fn in self.on_start:
             fn()
 
-    def _run(self, begin: int, until: int) -> None:
-        self._fault = None
-        self._fault_addr = None
-        count = self.max_insns or 0
-        timeout_us = int(self.timeout * 1e6) if self.timeout else 0
-        started = time.monotonic()
-        error: UcError | None = None
+    # --- the engine -------------------------------------------------------------------------
+    def _emulate(self, begin: int, until: int, timeout_us: int, count: int) -> UcError | None:
+        """One ``emu_start``; the error it raised, if any. Unicorn's count hook only
+        sees blocks translated after it was added: entering counted mode drops them."""
+        if count and not self._counting:
+            self._uc.ctl_flush_tb()
+        self._counting = bool(count)
         try:
             self._uc.emu_start(begin, until, timeout_us, count)
         except UcError as exc:
-            error = exc
-        if self._abort_exc is not None:
-            aborted, self._abort_exc = self._abort_exc, None
-            raise aborted
+            return exc
+        return None
+
+    def _retired(self, count: int) -> int:
+        """Instructions the last counted ``emu_start`` retired (``count`` when the
+        counter cannot be read: an estimate, still deterministic)."""
+        cells = self._counter
+        if not count:
+            return 0
+        if cells is None:
+            return count
+        return min(cells[0].value, cells[1].value)
+
+    def _counter_state(self) -> tuple[int, int, bool] | None:
+        cells = self._counter
+        if cells is None:
+            return None
+        return cells[0].value, cells[1].value, self._counting
+
+    def _restore_counter(self, state: tuple[int, int, bool]) -> None:
+        """After a nested run: the outer run's slice goes on where it was."""
+        cells = self._counter
+        assert cells is not None
+        counter, count, counting = state
+        cells[0].value = counter
+        if counting:
+            cells[1].value = count
+        else:
+            # The nested run added the count hook; the outer run must not stop on it,
+            # and its next counted start must drop the blocks translated uncounted.
+            cells[1].value = MASK64
+            self._counting = False
+
+    def _take_abort(self) -> BaseException | None:
+        aborted, self._abort_exc = self._abort_exc, None
+        return aborted
+
+    def _fault_of(self, error: UcError | None) -> GuestFault | None:
+        """The fault the last ``emu_start`` ended with (an engine error or a trap)."""
         rip = self.cpu.gpr[RIP]
         if error is not None:
             kind, what = _FAULT_KIND.get(error.errno, ("exception", str(error)))
             known = self._fault_addr is not None and kind != "invalid-instruction"
             at = f" at {self._fault_addr:#x}" if known else ""
-            raise GuestFault(f"guest fault: {what}{at} (rip={rip:#x} {self.symbolize(rip)})",
-                             rip=rip, reason=kind)
+            self._fault_addr = None
+            return GuestFault(f"guest fault: {what}{at} (rip={rip:#x} {self.symbolize(rip)})",
+                              rip=rip, reason=kind)
         if self._fault is not None:
-            kind, what = self._fault
-            raise GuestFault(f"guest fault: {what}", rip=rip, reason=kind)
+            (kind, what), self._fault = self._fault, None
+            return GuestFault(f"guest fault: {what}", rip=rip, reason=kind)
+        return None
+
+    def _stopped_on_hlt(self, rip: int) -> bool:
+        return bool(self.mem.region_at(rip - 1)) and self.mem.read(rip - 1, 1) == b"\xf4"
+
+    def _run(self, begin: int, until: int, *, inherit: bool = False) -> None:
+        """Run ``begin`` until ``until`` under this machine's ``max_insns`` and
+        ``timeout``. With ``inherit`` (a call from a hook) a counted outer run
+        keeps its count hook: an uncounted start would remove it."""
+        self._fault = None
+        self._fault_addr = None
+        count = self.max_insns or 0
+        if inherit and self._counting and not count:
+            count = _UNLIMITED
+        timeout_us = int(self.timeout * 1e6) if self.timeout else 0
+        started = time.monotonic()
+        error = self._emulate(begin, until, timeout_us, count)
+        aborted = self._take_abort()
+        if aborted is not None:
+            raise aborted
+        fault = self._fault_of(error)
+        if fault is not None:
+            raise fault
+        rip = self.cpu.gpr[RIP]
         if rip == until:
             return
-        if self.mem.region_at(rip - 1) and self.mem.read(rip - 1, 1) == b"\xf4":
+        if self._stopped_on_hlt(rip):
             raise GuestFault(f"guest fault: hlt at {self.symbolize(rip - 1)} ({rip - 1:#x})",
                              rip=rip - 1, reason="exception")
         if self.timeout and time.monotonic() - started >= self.timeout:
@@ -372,3 +548,14 @@ class Machine:
                              f"{self.symbolize(rip)} ({rip:#x})", rip=rip, reason="timeout")
         raise GuestFault(f"guest ran away: instruction budget of {count} exhausted at "
                          f"{self.symbolize(rip)} ({rip:#x})", rip=rip, reason="insn-budget")
+
+
+def _pause_addresses(code: bytes, base: int) -> list[int]:
+    """Where ``pause`` instructions start in assembled ``code`` (instruction
+    boundaries only, by a linear sweep)."""
+    if _PAUSE not in code:
+        return []
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    return [addr for addr, _size, mnemonic, _ops in md.disasm_lite(code, base) if mnemonic == "pause"]

@@ -1,12 +1,26 @@
-"""Guest tasks (threads). One main task for now; the scheduler comes later."""
+"""Guest tasks (threads of execution) and their scheduling states.
+
+A task owns its registers (a Unicorn context while it is not on the CPU) and
+a stack; memory is shared by every task of a machine. The scheduler
+(:mod:`emu._sched`) owns every state change; the fields below are what a
+client reads.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ._memory import Region
 
-__all__ = ["Task"]
+if TYPE_CHECKING:
+    from ._errors import GuestFault
+
+__all__ = ["Task", "RUNNABLE", "BLOCKED", "DONE"]
+
+RUNNABLE = "runnable"
+BLOCKED = "blocked"
+DONE = "done"
 
 
 @dataclass(eq=False)
@@ -14,12 +28,42 @@ class Task:
     """A guest thread of execution.
 
     Attributes:
-        tid: positive thread id, as ``gettid()`` would return it.
+        tid: positive thread id, as ``gettid()`` would return it; unique and
+            increasing within a machine.
         stack: the region holding this task's stack.
+        name: ``"task-<tid>"`` unless given.
+        done: the task has ended (returned, exited or faulted).
+        result: RAX as a signed 64-bit value once a spawned function returned
+            (the exit status for a thread that called ``exit``), else ``None``.
+        fault: the :class:`~emu.GuestFault` that ended the task, else ``None``.
+        state: ``"runnable"``, ``"blocked"`` (parked by the scheduler, e.g. on a
+            futex) or ``"done"``.
+        blocked_on: what a blocked task waits for, for messages (``"futex 0x..."``).
     """
 
     tid: int
     stack: Region = field(repr=False)
+    name: str = ""
+    result: int | None = None
+    fault: GuestFault | None = field(default=None, repr=False)
+    state: str = RUNNABLE
+    blocked_on: str = ""
+    # --- owned by the scheduler and the syscall layer ----------------------------------
+    context: Any = field(default=None, repr=False)        # registers while off the CPU
+    wake_value: int | None = field(default=None, repr=False)   # RAX to set when resumed
+    deadline: int | None = field(default=None, repr=False)     # virtual ns, while blocked
+    on_timeout: Any = field(default=None, repr=False)     # called when the deadline passes
+    clear_child_tid: int = field(default=0, repr=False)   # CLONE_CHILD_CLEARTID address
+    spawned: bool = field(default=False, repr=False)      # made by Machine.spawn
+    extensions: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = f"task-{self.tid}"
+
+    @property
+    def done(self) -> bool:
+        return self.state == DONE
 
     @property
     def stack_top(self) -> int:

@@ -33,6 +33,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="stop the program after N instructions (default: no limit)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="stop the program after S seconds (default: no limit)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the thread scheduler, AT_RANDOM and getrandom (default 0): "
+                        "the same seed replays the same run")
+    p.add_argument("--timeslice", type=int, default=1000, metavar="N",
+                   help="longest scheduler slice in instructions when several threads can run "
+                        "(default 1000)")
     p.add_argument("--fs-root", default=None, metavar="DIR",
                    help="let the program read files under DIR (its working directory)")
     p.add_argument("--fs-writable", action="store_true",
@@ -46,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         m = Machine.from_elf(args.binary, [args.binary, *args.args], env=dict(os.environ),
                              stdin=_stdin_bytes(), fs_root=args.fs_root,
-                             fs_writable=args.fs_writable)
+                             fs_writable=args.fs_writable, seed=args.seed,
+                             timeslice=args.timeslice)
     except LoadError as exc:
         print(f"kprobe-emu run: {exc}", file=sys.stderr)
         return LOAD_FAILED

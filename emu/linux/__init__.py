@@ -1,4 +1,4 @@
-"""A Linux x86-64 system call layer for guest programs (one process, one thread).
+"""A Linux x86-64 system call layer for guest programs (one process, its threads).
 
 The system calls are a table (:data:`SYSCALLS`, number -> handler) filled by the
 ``@syscall`` decorator in the ``_sys_*`` modules; add or replace a handler the
@@ -6,7 +6,7 @@ same way. What a handler may touch on the host is decided by :class:`FsPolicy`
 (deny by default). ``Machine.from_elf`` sets all of this up.
 """
 
-from . import _sys_info, _sys_io, _sys_mm, _sys_path, _sys_proc  # noqa: F401  (register handlers)
+from . import _sys_info, _sys_io, _sys_mm, _sys_path, _sys_proc, _sys_thread  # noqa: F401  (register handlers)
 from ._fs import SYSTEM_LIBRARY_DIRS, FsPolicy
 from ._kernel import Kernel, ProcessExit
 from ._mm import AddressSpace

@@ -22,7 +22,9 @@ from unicorn import unicorn_const as _uc
 from unicorn.x86_const import UC_X86_INS_SYSCALL
 
 from .._regtable import MASK64, R8, R9, R10, R11, RAX, RCX, RDI, RDX, RIP, RSI
+from .._task import Task
 from ._files import FdTable, InputFile, OutputFile
+from ._futex import FutexTable
 from ._fs import FsPolicy
 from ._mm import AddressSpace
 from ._registry import SYSCALLS, KernelError
@@ -78,6 +80,8 @@ class Kernel:
         self.entry = 0
         self.rng = random.Random(seed)
         self.pid = m.tasks[0].tid          # the main thread's tid, as in Linux
+        self.threads: list[Task] = [m.tasks[0]]     # the thread group, leader first
+        self.futexes = FutexTable()
         self.uid, self.gid = UID, GID
         self.files = FdTable()
         self.files.install(InputFile(stdin), 0)
@@ -85,10 +89,8 @@ class Kernel:
         self.files.install(OutputFile("pipe:[stderr]", lambda: m.stderr), 2)
         self.sigactions: dict[int, bytes] = {}
         self.sigmask = 0
-        self.clear_child_tid = 0
         self.denied: list[str] = []
         self.exited: ProcessExit | None = None
-        self.context: Any = None       # the process's CPU state between runs (uc context)
         self._hook: int | None = None
 
     # --- reporting -------------------------------------------------------------------
@@ -136,6 +138,11 @@ class Kernel:
         """End the process: stop the engine; :meth:`Machine.run` returns ``status``."""
         self.exited = ProcessExit(status, signal)
         self.files.close_all()
+        sched = self.m.sched
+        if sched is not None:
+            for task in self.threads:
+                self.futexes.forget(task)
+                sched.finish(task, None)
         self.m.abort(self.exited)
 
     # --- the hook ----------------------------------------------------------------------

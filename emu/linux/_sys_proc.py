@@ -1,6 +1,6 @@
-"""Process system calls: exit, identity, TLS, threads' bookkeeping, signals.
+"""Process system calls: identity, TLS, signals (threads: :mod:`._sys_thread`).
 
-One process, one thread, no signal delivery: handlers are recorded by
+One process, no signal delivery: handlers are recorded by
 ``rt_sigaction`` but never run. A signal the process sends itself (``abort()``
 raising ``SIGABRT``) ends it as the default action would, unless it is ignored.
 """
@@ -28,12 +28,6 @@ _SIGACTION_SIZE = 32        # handler, flags, restorer, mask (struct kernel_siga
 _SIGSET_SIZE = 8
 
 
-@syscall("exit", "exit_group")
-def sys_exit_group(k: Kernel, status: int) -> int:
-    k.exit(status & 0xFF)
-    return 0
-
-
 @syscall("arch_prctl")
 def sys_arch_prctl(k: Kernel, code: int, addr: int) -> int:
     reg = _ARCH_SEGMENT.get(s32(code))
@@ -43,17 +37,6 @@ def sys_arch_prctl(k: Kernel, code: int, addr: int) -> int:
         k.cpu.write(reg, addr)
     else:
         k.write(addr, struct.pack("<Q", k.cpu.read(reg)))
-    return 0
-
-
-@syscall("set_tid_address")
-def sys_set_tid_address(k: Kernel, tidptr: int) -> int:
-    k.clear_child_tid = tidptr
-    return k.m.current_task.tid
-
-
-@syscall("set_robust_list")
-def sys_set_robust_list(k: Kernel, head: int, length: int) -> int:
     return 0
 
 
@@ -67,11 +50,6 @@ def sys_rseq(k: Kernel) -> int:
 @syscall("getpid", "getppid", "getpgrp", "getsid", "getpgid")
 def sys_getpid(k: Kernel) -> int:
     return k.pid
-
-
-@syscall("gettid")
-def sys_gettid(k: Kernel) -> int:
-    return k.m.current_task.tid
 
 
 @syscall("getuid", "geteuid")
@@ -89,17 +67,10 @@ def sys_umask(k: Kernel, mask: int) -> int:
     return 0o022
 
 
-@syscall("sched_yield", "pause")
-def sys_sched_yield(k: Kernel) -> int:
-    return 0
-
-
-@syscall("futex")
-def sys_futex(k: Kernel, uaddr: int, op: int) -> int:
-    """One thread: a wake finds no waiter; a wait could never be woken."""
-    if op & 0x7F == 1:          # FUTEX_WAKE
-        return 0
-    raise KernelError(errno.EAGAIN)
+@syscall("pause")
+def sys_pause(k: Kernel) -> int:
+    """Signals are not delivered: report an interruption rather than sleep forever."""
+    raise KernelError(errno.EINTR)
 
 
 # --- signals -----------------------------------------------------------------------------

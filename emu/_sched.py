@@ -1,0 +1,261 @@
+"""The seeded preemptive scheduler: every task of a machine on one virtual CPU.
+
+One runner owns every scheduling decision (trio's ``_run.py``, rr's chaos mode):
+which task runs next and for how long both come from one ``random.Random(seed)``,
+so a program, its probes and a seed give one interleaving, replayable on any
+machine. Time is virtual: :attr:`Machine.clock` counts the instructions
+retired while tasks are sliced (nanoseconds for futex timeouts), and jumps to the
+next deadline when every task waits.
+
+Invariants:
+- ``m.current_task`` is the task whose registers are in the engine while a slice
+  runs; between slices every unfinished task's registers are in ``task.context``.
+- A slice ends when its instruction count runs out, at a ``pause``, at a probe
+  hit the scheduler picked (:meth:`Machine.preempt_point`), or when the task
+  blocks, yields or ends. It never ends with ``m.preempt_count`` non-zero (a
+  probe's single-step in flight): the same task then gets another slice.
+- With one live task there is nothing to interleave: it runs uncounted (full
+  speed) unless an instruction budget needs counting.
+- A blocked task leaves the CPU through ``emu_stop`` from a syscall hook (RIP is
+  then past the ``syscall``); ``task.wake_value`` is its syscall's result.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING
+
+from unicorn.x86_const import UC_X86_REG_RIP
+
+from ._errors import GuestFault
+from ._regtable import RAX, RIP, to_signed64
+from ._task import BLOCKED, DONE, RUNNABLE, Task
+
+if TYPE_CHECKING:
+    from ._machine import Machine
+
+__all__ = ["Scheduler"]
+
+# At a probe hit with other tasks live, the chance that the slice ends there.
+HIT_SWITCH_CHANCE = 0.25
+# Slices given to a task that must not be preempted yet (a single-step in flight).
+_FINISH_STEP_SLICE = 16
+
+
+class Scheduler:
+    """One run of a set of tasks (``Machine.run_tasks`` or a process's threads).
+
+    Args:
+        m: the machine.
+        tasks: the tasks to run to their end; more may join (:meth:`add`).
+        seed: seeds every choice.
+        timeslice: slices last ``randint(1, timeslice)`` instructions.
+        max_insns: instruction budget of the whole run, or None.
+        timeout: wall-clock limit of the whole run in seconds, or None.
+        process: the tasks are the threads of a loaded program: a fault ends the
+            whole process (raised), and returning into the exit page is a fault.
+    """
+
+    def __init__(self, m: Machine, tasks: list[Task], *, seed: int, timeslice: int,
+                 max_insns: int | None, timeout: float | None, process: bool = False) -> None:
+        if timeslice < 1:
+            raise ValueError(f"timeslice must be >= 1 instruction, got {timeslice}")
+        self.m = m
+        self.tasks = tasks
+        self.rng = random.Random(seed)
+        self.timeslice = timeslice
+        self.max_insns = max_insns
+        self.timeout = timeout
+        self.process = process
+        self.retired = 0              # instructions of this run (the budget's measure)
+        self.sliced = False           # several tasks live: counted slices, preemption on
+        self.switches = 0
+        self._started = 0.0
+        self._ended_by_us = False     # the slice was ended on purpose (not hlt)
+
+    # --- tasks joining and leaving -----------------------------------------------------
+    def add(self, task: Task) -> None:
+        """A task created during the run (a guest ``clone``) joins it."""
+        self.tasks.append(task)
+
+    def block(self, task: Task, what: str, deadline: int | None = None) -> None:
+        """Park the running ``task`` (from a syscall hook) until :meth:`wake`."""
+        task.state = BLOCKED
+        task.blocked_on = what
+        task.deadline = deadline
+        self.end_slice_now()
+
+    def wake(self, task: Task, value: int) -> None:
+        """Make a blocked task runnable; its blocking syscall returns ``value``."""
+        if task.state != BLOCKED:
+            return
+        task.state = RUNNABLE
+        task.blocked_on = ""
+        task.deadline = None
+        task.on_timeout = None
+        task.wake_value = value
+
+    def yield_now(self) -> None:
+        """End the running task's slice (``sched_yield``)."""
+        self.end_slice_now()
+
+    def end_slice_now(self) -> None:
+        """Stop the engine from a syscall or interrupt hook (RIP already advanced)."""
+        self._ended_by_us = True
+        self.m._uc.emu_stop()
+
+    def finish(self, task: Task, result: int | None) -> None:
+        """End ``task``: every client hears of it (``Machine.on_task_exit``)."""
+        if task.state == DONE:
+            return
+        task.state = DONE
+        task.result = result
+        task.context = None
+        for fn in list(self.m.on_task_exit):
+            fn(task)
+
+    # --- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until every task is done.
+
+        Raises:
+            GuestFault: a deadlock, the budget or the timeout (naming the task);
+                in process mode, a fault of any thread.
+            BaseException: what a handler raised (the run stops there).
+        """
+        self._started = time.monotonic()
+        while True:
+            live = [t for t in self.tasks if t.state != DONE]
+            if not live:
+                return
+            runnable = [t for t in live if t.state == RUNNABLE]
+            if not runnable:
+                self._expire(live)
+                continue
+            self.sliced = len(live) > 1
+            task = runnable[0] if len(runnable) == 1 else self.rng.choice(runnable)
+            count = self.rng.randint(1, self.timeslice) if self.sliced else 0
+            self._run_slice(task, count)
+            while task.state == RUNNABLE and self.m.preempt_count and self.sliced:
+                self._run_slice(task, _FINISH_STEP_SLICE)
+            self._wake_expired()
+
+    def _run_slice(self, task: Task, count: int) -> None:
+        m = self.m
+        if self.max_insns is not None:
+            left = self.max_insns - self.retired
+            if left <= 0:
+                self._runaway(task, f"instruction budget of {self.max_insns} exhausted")
+            count = min(count, left) if count else left
+        timeout_us = 0
+        if self.timeout is not None:
+            left_s = self.timeout - (time.monotonic() - self._started)
+            if left_s <= 0:
+                self._runaway(task, f"timeout of {self.timeout} s reached")
+            if not self.sliced:
+                timeout_us = max(1, int(left_s * 1e6))
+        self._switch_to(task)
+        gpr = m.cpu.gpr
+        self._ended_by_us = False
+        error = m._emulate(gpr[RIP], m.exit_address, timeout_us, count)
+        done = m._retired(count)
+        self.retired += done
+        if self.sliced:
+            m.clock += done
+        self._after_slice(task, error, count, done)
+        over = self.max_insns is not None and self.retired >= self.max_insns
+        late = self.timeout is not None and time.monotonic() - self._started >= self.timeout
+        if over or late:
+            live = [t for t in self.tasks if t.state != DONE]
+            if live:
+                culprit = task if task.state != DONE else live[0]
+                self._runaway(culprit, f"instruction budget of {self.max_insns} exhausted" if over
+                              else f"timeout of {self.timeout} s reached")
+
+    def _switch_to(self, task: Task) -> None:
+        m = self.m
+        if m.current_task is not task or m._engine_owner is not task:
+            if task.context is not None:
+                m._uc.context_restore(task.context)
+            self.switches += 1
+        m.current_task = task
+        m._engine_owner = task
+        if task.wake_value is not None:
+            m.cpu.gpr[RAX] = task.wake_value
+            task.wake_value = None
+
+    def _after_slice(self, task: Task, error: object, count: int, done: int) -> None:
+        m = self.m
+        exc = m._take_abort()
+        if exc is not None:
+            self._save(task)
+            raise exc
+        fault = m._fault_of(error)           # type: ignore[arg-type]
+        rip = m.cpu.gpr[RIP]
+        if fault is None and rip == m.exit_address:
+            if self.process:
+                fault = GuestFault("guest fault: the program returned into the emulator's exit page",
+                                   rip=rip, reason="exception")
+            else:
+                self.finish(task, to_signed64(m.cpu.gpr[RAX]))
+                return
+        if fault is None and task.state != DONE and not self._ended_by_us \
+                and not (count and done >= count) and m._stopped_on_hlt(rip):
+            fault = GuestFault(f"guest fault: hlt at {m.symbolize(rip - 1)} ({rip - 1:#x})",
+                               rip=rip - 1, reason="exception")
+        if fault is not None:
+            if self.process:
+                self._save(task)
+                raise fault
+            task.fault = fault
+            self.finish(task, None)
+            return
+        self._save(task)
+
+    def _save(self, task: Task) -> None:
+        if task.state != DONE:
+            task.context = self.m._uc.context_save()
+
+    # --- waiting ------------------------------------------------------------------------------
+    def _expire(self, live: list[Task]) -> None:
+        """Every live task is blocked: jump the clock to the next deadline, or report
+        the deadlock."""
+        timed = [t.deadline for t in live if t.deadline is not None]
+        if not timed:
+            self._deadlock(live)
+        self.m.clock = max(self.m.clock, min(timed))
+        self._wake_expired()
+
+    def _wake_expired(self) -> None:
+        now = self.m.clock
+        for t in self.tasks:
+            if t.state == BLOCKED and t.deadline is not None and t.deadline <= now:
+                on_timeout = t.on_timeout
+                if on_timeout is not None:
+                    on_timeout(t)
+                self.wake(t, t.wake_value if t.wake_value is not None else 0)
+
+    def _deadlock(self, live: list[Task]) -> None:
+        m = self.m
+        where = ", ".join(f"{t.name} (tid {t.tid}) blocked on {t.blocked_on or 'nothing'} "
+                          f"at {m.symbolize(self.rip_of(t))} ({self.rip_of(t):#x})" for t in live)
+        raise GuestFault(f"deadlock: every live task is blocked: {where}",
+                         rip=self.rip_of(live[0]), reason="deadlock")
+
+    def rip_of(self, task: Task) -> int:
+        if task is self.m._engine_owner or task.context is None:
+            return self.m.cpu.gpr[RIP]
+        return int(task.context.reg_read(UC_X86_REG_RIP))
+
+    def _runaway(self, task: Task, what: str) -> None:
+        rip = self.rip_of(task)
+        reason = "timeout" if what.startswith("timeout") else "insn-budget"
+        raise GuestFault(f"guest ran away: {what} at {self.m.symbolize(rip)} ({rip:#x}) "
+                         f"in {task.name} (tid {task.tid})", rip=rip, reason=reason)
+
+    # --- preemption at probe hits ------------------------------------------------------------
+    def maybe_preempt(self) -> None:
+        """At a probe hit: maybe end the slice after the current instruction."""
+        if self.rng.random() < HIT_SWITCH_CHANCE:
+            self.m._end_slice_after_this()
