@@ -450,6 +450,7 @@ class Machine:
         raise EmuError("the program's threads ended without an exit status")  # pragma: no cover
 
     def _start(self) -> None:
+        self.preempt_count = 0          # whatever an aborted run left in flight is dropped
         self._hooks.release_retired()
         for fn in self.on_start:
             fn()

@@ -86,6 +86,7 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
     if rp.maxactive <= 0:
         rp.maxactive = _DEFAULT_MAXACTIVE
     rp.nmissed = 0
+    rp.nunwound = 0
     rp._mgr = get_manager(m)
     rp._alloc_pool()
     try:

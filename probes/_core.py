@@ -300,7 +300,8 @@ class KprobeManager:
         """
         mgr, regs, gpr, addr, active = self, self.regs, self._gpr, site.addr, site.active
         failed, abort, single_step = self.handler_failed, self.m.abort, self._single_step
-        set_pc = self.m.cpu.set_pc_from_code_hook
+        m = self.m
+        set_pc, preempt = m.cpu.set_pc_from_code_hook, m.preempt_point
 
         def on_hit(*args: object) -> None:
             if forward and site.handler is not on_hit:   # re-served during a run: see _serve
@@ -334,11 +335,15 @@ class KprobeManager:
                             set_pc(regs._rip)
                         else:
                             gpr[RIP] = regs._rip
+                        if m.sched is not None:
+                            preempt()
                         return
                 if optimized:
                     mgr.running = False
                 else:
                     single_step(site, False)
+                if m.sched is not None:      # the scheduler may switch tasks at a hit
+                    preempt()
             except BaseException as exc:    # a bug here, not a handler's: stop the guest
                 abort(exc)
         return on_hit
@@ -363,13 +368,17 @@ class KprobeManager:
                 self.running = False
             return
         site.pending.append(reenter)
+        self.m.preempt_count += 1        # no task switch until the step is done
         self._stepping.add(site)
         gpr[RIP] = slot.step_addr
 
     def _step_done(self, site: _Site) -> None:
         """The int3 after a single-stepped copy: fix RIP up, run post handlers."""
         # Empty when a run stopped mid-step (a budget) was resumed after a reset.
-        reenter = site.pending.pop() if site.pending else False
+        reenter = False
+        if site.pending:
+            reenter = site.pending.pop()
+            self.m.preempt_count = max(0, self.m.preempt_count - 1)
         if not site.pending:
             self._stepping.discard(site)
         nxt = site.addr + site.ainsn.size
@@ -380,6 +389,8 @@ class KprobeManager:
             self._gpr[RIP] = nxt
         else:
             self._post(site, nxt)
+            if self.m.sched is not None:
+                self.m.preempt_point()
 
     def _post(self, site: _Site, nxt: int) -> None:
         regs = self.regs

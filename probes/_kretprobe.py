@@ -69,6 +69,13 @@ class Kretprobe:
         maxactive: instances preallocated; ``<= 0`` means 10 (the kernel's
             ``max(10, 2 * NR_CPUS)`` with one CPU). ``rp.maxactive`` shows the
             effective value once registered.
+
+    Counters (reset by registration): ``nmissed``, entries that found no free
+    instance (or hit while another handler ran); ``nunwound``, instances taken
+    back without a return handler because their frame will never return: it was
+    unwound past (``longjmp``, a tail call that popped it) or its task ended
+    inside the function. The kernel leaks the latter until the task exits
+    (``rethook_flush_task``); here the free list stays whole.
     """
 
     def __init__(self, symbol_name: str | None = None, addr: int | None = None,
@@ -79,6 +86,7 @@ class Kretprobe:
         self.data_size = data_size
         self.maxactive = maxactive
         self.nmissed = 0
+        self.nunwound = 0
         self.kp = Kprobe(symbol_name=symbol_name, addr=addr, pre_handler=self._pre_handler)
         self.kp._kretprobe = self
         self._mgr: KprobeManager | None = None
@@ -146,4 +154,4 @@ class Kretprobe:
     def __repr__(self) -> str:
         where = self.kp.symbol_name or (f"{self.kp.addr:#x}" if self.kp.addr is not None else "?")
         return (f"<Kretprobe {where} maxactive={self.maxactive} "
-                f"nmissed={self.nmissed} {'registered' if self.registered else 'unregistered'}>")
+                f"nmissed={self.nmissed} nunwound={self.nunwound} {'registered' if self.registered else 'unregistered'}>")

@@ -13,7 +13,12 @@ Invariants:
   anew) since the instance was taken: the call returns, no handler runs.
 - An instance whose ``fp`` is below the current frame belongs to a frame that
   was unwound past without returning (longjmp, a call aborted by a handler
-  exception): it is reclaimed when the task enters or returns above it.
+  exception): it is reclaimed when the task enters or returns above it, and
+  counted in ``rp.nunwound``. When a task ends, whatever it still holds is
+  reclaimed the same way (:meth:`Rethook.task_exit`, the kernel's
+  ``rethook_flush_task``).
+- ``inflight`` is keyed by task, never by "the stack": the trampoline of one
+  task never consumes another's instance, whatever the scheduler interleaves.
 - The fast paths handle only the common shape (one kretprobe on the entry, one
   instance per frame, no stale instance) and hand everything else to the
   general code, so both give the same results; the tests run both.
@@ -48,6 +53,7 @@ class Rethook:
         self.trampoline = mgr.arch.trampoline
         self.addr = self.trampoline.addr
         mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True)
+        mgr.m.on_task_exit.append(self.task_exit)
 
     def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
         """The task's in-flight instances, after reclaiming those whose frames are
@@ -61,15 +67,25 @@ class Rethook:
         while stack and stack[-1].fp <= sp:
             if stack[-1].fp == sp and read_u64(sp) == self.addr:
                 break
-            self.recycle(stack.pop())
+            self.recycle(stack.pop(), unwound=True)
         return stack
 
+    def task_exit(self, task: Task) -> None:
+        """``task`` ended: its in-flight instances will never see a return."""
+        # Emptied in place, not dropped: the fast paths cache the list of the
+        # last task they saw (the main task of a program may call again later).
+        stack = self.inflight.get(task)
+        while stack:
+            self.recycle(stack.pop(), unwound=True)
+
     @staticmethod
-    def recycle(ri: KretprobeInstance) -> None:
+    def recycle(ri: KretprobeInstance, unwound: bool = False) -> None:
         ri.task = None
         rp = ri.rp
         if ri.gen == rp._gen:
             rp._free.append(ri)
+            if unwound:
+                rp.nunwound += 1
 
     # --- the trampoline ---------------------------------------------------------------
     def _trampoline_hook(self) -> Callable[..., None]:
@@ -79,7 +95,7 @@ class Rethook:
         pack_into = _U64.pack_into
         general = self._trampoline_general
         failed = mgr.handler_failed
-        abort = m.abort
+        abort, preempt = m.abort, m.preempt_point
 
         c_task: Task | None = None           # the last task seen, and its stack
         c_stack: list[KretprobeInstance] | None = None
@@ -122,6 +138,8 @@ class Rethook:
                 if current:
                     rp._free.append(ri)
                 pack_into(cell_buf, cell_off, real)
+                if m.sched is not None:      # the scheduler may switch tasks at a hit
+                    preempt()
             except BaseException as exc:    # a bug here, not a handler's: stop the guest
                 abort(exc)
         return on_trampoline
@@ -131,7 +149,7 @@ class Rethook:
         mgr = self.mgr
         stack = self.inflight.get(mgr.m.current_task)
         while stack and stack[-1].fp < slot:
-            self.recycle(stack.pop())
+            self.recycle(stack.pop(), unwound=True)
         if not stack or stack[-1].fp != slot:
             mgr.m.abort(ProbeError(errno.EFAULT,
                                    f"return through the kretprobe trampoline at sp={slot:#x} "
@@ -157,6 +175,8 @@ class Rethook:
         for ri in frame:
             self.recycle(ri)
         self.trampoline.set_return(real)
+        if mgr.m.sched is not None:
+            mgr.m.preempt_point()
 
     # --- the entry ----------------------------------------------------------------------
     def entry_fast_path(self, site: _Site, rp: Kretprobe, general: Callable[[int], None],
@@ -173,7 +193,7 @@ class Rethook:
         boost = ainsn.slot.boost_addr if ainsn.slot is not None else 0
 
         addr = site.addr
-        abort = m.abort
+        abort, preempt = m.abort, m.preempt_point
 
         # Called as trap(addr) for int3 or raw hook(uch, addr, size, key) when
         # optimized: the address is known, so the arguments are ignored.
@@ -241,6 +261,8 @@ class Rethook:
                     stack.append(ri)
                 if not optimized:
                     gpr[RIP] = emulate() if emulate is not None else boost
+                if m.sched is not None:      # the scheduler may switch tasks at a hit
+                    preempt()
             except BaseException as exc:    # a bug here, not a handler's: stop the guest
                 abort(exc)
         return kretprobe_entry
