@@ -12,30 +12,28 @@ import os
 import sys
 
 from emu import GuestFault, LoadError, Machine
+from emu._sweep import fault_status
 
 from .cli import command
 
-# Exit status for a guest that did not exit by itself: the signal a real
-# process would have died of (128 + signo, as a shell reports it), and
-# timeout(1)'s 124 for a runaway.
-_FAULT_STATUS = {
-    "unmapped": 128 + 11, "protection": 128 + 11, "exception": 128 + 11,
-    "invalid-instruction": 128 + 4, "trap": 128 + 5,
-    "insn-budget": 124, "timeout": 124,
-}
 LOAD_FAILED = 127          # what a shell returns when it cannot execute a program
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
+    _add_program_options(p)
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the thread scheduler, AT_RANDOM and getrandom (default 0): "
+                        "the same seed replays the same run")
+
+
+def _add_program_options(p: argparse.ArgumentParser) -> None:
+    """The program and how it runs: the options ``run`` shares with ``sweep``."""
     p.add_argument("binary", help="the x86-64 ELF executable (static, static-pie or dynamic)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the program")
     p.add_argument("--max-insns", type=int, default=None, metavar="N",
                    help="stop the program after N instructions (default: no limit)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="stop the program after S seconds (default: no limit)")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed of the thread scheduler, AT_RANDOM and getrandom (default 0): "
-                        "the same seed replays the same run")
     p.add_argument("--timeslice", type=int, default=1000, metavar="N",
                    help="longest scheduler slice in instructions when several threads can run "
                         "(default 1000)")
@@ -62,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     except GuestFault as exc:
         sys.stdout.flush()
         print(f"kprobe-emu run: {args.binary}: {exc}", file=sys.stderr)
-        return _FAULT_STATUS.get(exc.reason, 128 + 11)
+        return fault_status(exc)
 
 
 def _stdin_bytes() -> bytes:

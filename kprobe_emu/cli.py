@@ -16,7 +16,7 @@ from dataclasses import dataclass
 __all__ = ["main", "command", "CliError"]
 
 # Modules that register subcommands; imported lazily by main().
-_COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run")
+_COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run", "kprobe_emu._cmd_sweep")
 
 
 class CliError(Exception):
