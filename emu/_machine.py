@@ -26,10 +26,10 @@ from ._errors import EmuError, GuestFault, SymbolNotFound
 from ._memory import PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, Region, page_up
 from ._objects import ObjectTable
 from ._regtable import ARG_REGS, FAST_NAMES, MASK64, RAX, RBP, RIP, RSP, UC_ID, to_signed64
+from ._sched import Scheduler
 from ._streams import HostStream
 from ._symbols import SymbolTable
-from ._sched import Scheduler
-from ._task import DONE, Task
+from ._task import Task
 from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks, counter_cells
 from ._unwind import unwind
 
@@ -460,7 +460,7 @@ class Machine:
         """One ``emu_start``; the error it raised, if any. Unicorn's count hook only
         sees blocks translated after it was added: entering counted mode drops them."""
         if count and not self._counting:
-            self._uc.ctl_flush_tb()
+            self._uc.ctl_flush_tb()  # type: ignore[attr-defined]
         self._counting = bool(count)
         try:
             self._uc.emu_start(begin, until, timeout_us, count)

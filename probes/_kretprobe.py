@@ -153,5 +153,6 @@ class Kretprobe:
 
     def __repr__(self) -> str:
         where = self.kp.symbol_name or (f"{self.kp.addr:#x}" if self.kp.addr is not None else "?")
+        state = "registered" if self.registered else "unregistered"
         return (f"<Kretprobe {where} maxactive={self.maxactive} "
-                f"nmissed={self.nmissed} nunwound={self.nunwound} {'registered' if self.registered else 'unregistered'}>")
+                f"nmissed={self.nmissed} nunwound={self.nunwound} {state}>")

@@ -15,11 +15,13 @@ __all__ = ["list_probes", "stack_trace"]
 def list_probes(m: Machine) -> str:
     """One line a probe, like /sys/kernel/debug/kprobes/list::
 
-        0000000000400000  r  fib+0x0  [OPTIMIZED]
+        0000000000400000  r  fib+0x0  [OPTIMIZED]  nmissed=0 nunwound=2
         0000000000400004  k  fib+0x4  [DISABLED]
 
     ``k`` a kprobe, ``r`` a kretprobe's entry probe; each child of an aggregate
-    (several probes on one address) has its own line, in registration order.
+    (several probes on one address) has its own line, in registration order. A
+    kretprobe's line ends with its counters (the kernel shows them in
+    ``kprobe_profile``; ``nunwound`` is ours, see :class:`Kretprobe`).
     """
     mgr = get_manager(m)
     lines = []
@@ -35,7 +37,12 @@ def list_probes(m: Machine) -> str:
             if site.mode == "optimized":
                 flags.append("[OPTIMIZED]")
             line = f"{addr:016x}  {kind}  {where}"
-            lines.append(f"{line}  {' '.join(flags)}" if flags else line)
+            if flags:
+                line += f"  {' '.join(flags)}"
+            rp = kp._kretprobe
+            if rp is not None:
+                line += f"  nmissed={rp.nmissed} nunwound={rp.nunwound}"
+            lines.append(line)
     return "\n".join(lines) + ("\n" if lines else "")
 
 

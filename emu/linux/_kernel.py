@@ -24,8 +24,8 @@ from unicorn.x86_const import UC_X86_INS_SYSCALL
 from .._regtable import MASK64, R8, R9, R10, R11, RAX, RCX, RDI, RDX, RIP, RSI
 from .._task import Task
 from ._files import FdTable, InputFile, OutputFile
-from ._futex import FutexTable
 from ._fs import FsPolicy
+from ._futex import FutexTable
 from ._mm import AddressSpace
 from ._registry import SYSCALLS, KernelError
 from ._sysnr import SYSCALL_NAMES

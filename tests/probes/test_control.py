@@ -244,11 +244,11 @@ def test_list_probes_format() -> None:
     register_kprobe(m, Kprobe("fib"))
     base = m.symbols["fib"]
     assert list_probes(m) == (
-        f"{base:016x}  r  fib+0x0\n"
+        f"{base:016x}  r  fib+0x0  nmissed=0 nunwound=0\n"
         f"{base:016x}  k  fib+0x0\n"
         f"{base + 4:016x}  k  fib+0x4  [DISABLED]\n")
     set_optimization(m, True)
-    assert list_probes(m).splitlines()[0] == f"{base:016x}  r  fib+0x0  [OPTIMIZED]"
+    assert list_probes(m).splitlines()[0] == f"{base:016x}  r  fib+0x0  [OPTIMIZED]  nmissed=0 nunwound=0"
 
 
 # --- stack traces from a kprobe ---------------------------------------------------------------
