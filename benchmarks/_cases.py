@@ -53,22 +53,21 @@ def deep_workload(depth: int) -> Workload:
 
 
 def tasks_workload(ntasks: int) -> Workload:
-    """``leaf_loop`` split over ``ntasks`` tasks, each with its own stack and
-    in-flight list (sequential calls: the scheduler comes later)."""
+    """``leaf_loop`` split over ``ntasks`` spawned tasks run together by the
+    scheduler (seed 0, the default timeslice): with more than one, slices are
+    counted and tasks switch at slice ends and at probe hits. The bare run is
+    scheduled the same way, so the per-hit figure is what a hit adds."""
     share = CALLS // ntasks
-    check = _leaf_run(share)
-
-    def make() -> Machine:
-        m = _bench()
-        for _ in range(ntasks - 1):
-            m.new_task()
-        return m
+    expected = share * (share + 1) // 2 + share
 
     def run(m: Machine) -> None:
-        for task in m.tasks:
-            m.current_task = task
-            check(m)
-    return Workload(f"leaf_loop on {ntasks} tasks", make, run, share * ntasks)
+        tasks = [m.spawn("leaf_loop", share) for _ in range(ntasks)]
+        m.run_tasks(seed=0)
+        for task in tasks:
+            if task.result != expected:
+                raise AssertionError(f"{task.name}: leaf_loop({share}) = {task.result}, "
+                                     f"expected {expected}")
+    return Workload(f"leaf_loop on {ntasks} tasks", _bench, run, share * ntasks)
 
 
 # --- probe set-ups ---------------------------------------------------------------------

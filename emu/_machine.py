@@ -42,6 +42,7 @@ DEFAULT_MAX_INSNS = 100_000_000
 STACK_SIZE = 0x100000
 SPAWN_STACK_SIZE = 0x40000         # a spawned task's stack unless told otherwise
 _UNLIMITED = (1 << 63) - 1         # a count that never runs out
+_NEVER = 1 << 62
 _PAUSE = b"\xf3\x90"
 STACK_TOP = 0x7FFF_FFFF_0000
 _RED_ZONE = 128
@@ -111,6 +112,8 @@ class Machine:
         self.preempt_count = 0
         self.on_task_exit: list[Callable[[Task], None]] = []
         self._engine_owner: Task | None = None
+        self._hits_left = _NEVER           # probe hits until the scheduler cuts the slice
+        self._slice_cut = False            # the slice was cut on purpose (not hlt)
         self._counter = counter_cells(self._uc)    # (emu_counter, emu_count) or None
         self._counting = False                     # the engine's count hook is live
         self._exit = self.mem.map(STACK_TOP, PAGE, PROT_RX, "[exit]").start
@@ -310,16 +313,28 @@ class Machine:
         finally:
             self._depth -= 1
             self.sched = None
+            self._hits_left = _NEVER
             self.current_task = saved
             self._engine_owner = None
 
     # --- preemption ------------------------------------------------------------------------
     def preempt_point(self) -> None:
         """A probe hit (called from inside a hook): the scheduler may end the
-        slice after the current instruction. A no-op unless several tasks run."""
+        slice after the current instruction. Each slice gets a seeded number of
+        hits (:meth:`Scheduler.new_slice`); a countdown keeps a hit cheap."""
+        n = self._hits_left - 1
+        self._hits_left = n
+        if n <= 0:
+            self._cut_at_hit()
+
+    def _cut_at_hit(self) -> None:
         sched = self.sched
-        if sched is not None and sched.sliced and self._depth == 1 and not self.preempt_count:
-            sched.maybe_preempt()
+        if sched is None or not sched.sliced:
+            self._hits_left = _NEVER
+        elif self._depth == 1 and not self.preempt_count:
+            self._end_slice_after_this()
+        else:                   # inside a nested call or a single-step: the next hit
+            self._hits_left = 1
 
     def _end_slice_after_this(self) -> None:
         """From a hook: stop before the next instruction (the one being hooked, or
@@ -327,6 +342,8 @@ class Machine:
         cells = self._counter
         if cells is not None and self._counting:
             cells[1].value = cells[0].value
+            self._slice_cut = True
+            self._hits_left = _NEVER
 
     def _on_pause(self, _addr: int) -> None:
         sched = self.sched

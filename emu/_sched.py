@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler"]
 
-# At a probe hit with other tasks live, the chance that the slice ends there.
-HIT_SWITCH_CHANCE = 0.25
+# With other tasks live, a slice also ends at its N-th probe hit, N drawn from
+# [1, HIT_SLICE]: switches land inside probed code, where return probes go wrong,
+# but rarely enough that a hit costs about what it costs alone (make bench).
+HIT_SLICE = 128
 # Slices given to a task that must not be preempted yet (a single-step in flight).
 _FINISH_STEP_SLICE = 16
 
@@ -157,7 +159,9 @@ class Scheduler:
                 timeout_us = max(1, int(left_s * 1e6))
         self._switch_to(task)
         gpr = m.cpu.gpr
-        self._ended_by_us = False
+        self._ended_by_us = m._slice_cut = False
+        if self.sliced:
+            m._hits_left = self.rng.randint(1, HIT_SLICE)
         error = m._emulate(gpr[RIP], m.exit_address, timeout_us, count)
         done = m._retired(count)
         self.retired += done
@@ -200,7 +204,7 @@ class Scheduler:
             else:
                 self.finish(task, to_signed64(m.cpu.gpr[RAX]))
                 return
-        if fault is None and task.state != DONE and not self._ended_by_us \
+        if fault is None and task.state != DONE and not self._ended_by_us and not m._slice_cut \
                 and not (count and done >= count) and m._stopped_on_hlt(rip):
             fault = GuestFault(f"guest fault: hlt at {m.symbolize(rip - 1)} ({rip - 1:#x})",
                                rip=rip - 1, reason="exception")
@@ -253,9 +257,3 @@ class Scheduler:
         reason = "timeout" if what.startswith("timeout") else "insn-budget"
         raise GuestFault(f"guest ran away: {what} at {self.m.symbolize(rip)} ({rip:#x}) "
                          f"in {task.name} (tid {task.tid})", rip=rip, reason=reason)
-
-    # --- preemption at probe hits ------------------------------------------------------------
-    def maybe_preempt(self) -> None:
-        """At a probe hit: maybe end the slice after the current instruction."""
-        if self.rng.random() < HIT_SWITCH_CHANCE:
-            self.m._end_slice_after_this()

@@ -238,8 +238,8 @@ def test_probe_hits_are_switch_points() -> None:
     order: list[int] = []
     register_kretprobe(m, Kretprobe("fib", handler=lambda ri, regs: order.append(ri.task.tid),
                                     maxactive=64))
-    m.spawn("fib", 8)
-    m.spawn("fib", 8)
+    m.spawn("fib", 11)
+    m.spawn("fib", 11)
     m.run_tasks(seed=0, timeslice=10**9)
     changes = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
     assert changes > 5
