@@ -45,3 +45,12 @@ def test_the_real_binary_example_runs() -> None:
         os.chdir(cwd)
     assert scope["status"] == 2
     assert scope["returns"] == [80, -22, -34]
+
+
+def test_the_concurrency_example_prints_what_it_promises(capsys) -> None:
+    text = README.read_text()
+    example = re.search(r"## Concurrency\n.*?```python\n(.*?)```", text, re.S)
+    assert example, "README.md lost the concurrency example"
+    exec(compile(example.group(1), "README.md concurrency", "exec"), {})
+    assert capsys.readouterr().out == "[144, 144, 144, 144]\nTrue 0 True\n"
+
