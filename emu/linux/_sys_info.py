@@ -1,7 +1,8 @@
 """System calls that report on the system: time, randomness, uname, limits.
 
-Time is the host's. Randomness comes from the kernel's seeded generator
-(``from_elf(seed=...)``), so two runs of one program see the same bytes.
+Time is the host's (sleeping is virtual: see :mod:`._sys_thread`). Randomness comes
+from the kernel's seeded generator (``from_elf(seed=...)``), so two runs of one
+program see the same bytes.
 """
 
 from __future__ import annotations
@@ -53,12 +54,6 @@ def sys_time(k: Kernel, tloc: int) -> int:
     if tloc:
         k.write(tloc, now.to_bytes(8, "little"))
     return now
-
-
-@syscall("nanosleep", "clock_nanosleep")
-def sys_nanosleep(k: Kernel) -> int:
-    """Sleeping costs the host nothing and changes no result: return at once."""
-    return 0
 
 
 @syscall("getrandom")

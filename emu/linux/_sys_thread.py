@@ -1,11 +1,12 @@
-"""Threads: ``clone`` as ``pthread_create`` uses it, futexes, thread exit.
+"""Threads: ``clone`` as ``pthread_create`` uses it, futexes, thread exit, sleeping.
 
 Every thread is a task of the machine's scheduler (:mod:`emu._sched`); a futex
 wait parks the task there and a wake makes it runnable, so a pthread program
 runs the same way for a given seed. Rules from kernel/fork.c (``copy_process``
 flag checks), kernel/futex/ (``futex_wait``, ``futex_wake``, ``futex_requeue``)
 and kernel/exit.c (``do_exit``: ``clear_child_tid`` is zeroed and woken, the
-last thread out ends the process).
+last thread out ends the process). ``nanosleep`` and ``clock_nanosleep`` wait
+on the virtual clock (:attr:`Machine.clock`), never on the host's.
 
 Not emulated: new processes (``clone`` without ``CLONE_VM``, ``fork``,
 ``vfork``: ``-ENOSYS``), ``clone3`` (``-ENOSYS``, so the C library falls back to
@@ -47,6 +48,8 @@ _FUTEX_CMD_MASK = ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
 _U32 = struct.Struct("<I")
 _TIMESPEC = struct.Struct("<qq")
 _NS = 1_000_000_000
+TIMER_ABSTIME = 1
+_HOST_CLOCKS = (time.CLOCK_REALTIME, time.CLOCK_MONOTONIC, time.CLOCK_BOOTTIME)
 
 
 def _sched(k: Kernel) -> Scheduler:
@@ -173,6 +176,46 @@ def sys_sched_yield(k: Kernel) -> int:
     return 0
 
 
+# --- sleeping ----------------------------------------------------------------------------------
+@syscall("nanosleep")
+def sys_nanosleep(k: Kernel, req: int, rem: int) -> int:
+    return _sleep(k, req)
+
+
+@syscall("clock_nanosleep")
+def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int) -> int:
+    if flags & TIMER_ABSTIME:
+        sec, nsec = _read_timespec(k, req)
+        now = time.clock_gettime_ns(s32(clock)) if s32(clock) in _HOST_CLOCKS else 0
+        return _sleep_ns(k, max(0, sec * _NS + nsec - now))
+    return _sleep(k, req)
+
+
+def _sleep(k: Kernel, req: int) -> int:
+    sec, nsec = _read_timespec(k, req)
+    return _sleep_ns(k, sec * _NS + nsec)
+
+
+def _sleep_ns(k: Kernel, ns: int) -> int:
+    """Sleeping costs the host nothing: the virtual clock moves on. With other
+    threads live the sleeper waits for it (they run meanwhile); alone, the
+    clock jumps."""
+    m = k.m
+    sched = m.sched
+    if sched is not None and sched.sliced and ns:
+        sched.block(m.current_task, "sleep", m.clock + ns)
+    else:
+        m.clock += ns
+    return 0
+
+
+def _read_timespec(k: Kernel, addr: int) -> tuple[int, int]:
+    sec, nsec = _TIMESPEC.unpack(k.read(addr, _TIMESPEC.size))
+    if sec < 0 or not 0 <= nsec < _NS:
+        raise KernelError(errno.EINVAL)
+    return sec, nsec
+
+
 # --- futex -------------------------------------------------------------------------------------
 @syscall("futex")
 def sys_futex(k: Kernel, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int:
@@ -230,9 +273,7 @@ def _deadline(k: Kernel, timeout: int, absolute: bool, realtime: bool) -> int:
     """A futex timeout as a point of the virtual clock (ns). A relative timeout is
     virtual time; an absolute one is measured from the clock the guest reads
     (``clock_gettime``: the host's), so it waits as long as the guest meant."""
-    sec, nsec = _TIMESPEC.unpack(k.read(timeout, _TIMESPEC.size))
-    if sec < 0 or not 0 <= nsec < _NS:
-        raise KernelError(errno.EINVAL)
+    sec, nsec = _read_timespec(k, timeout)
     ns = sec * _NS + nsec
     if absolute:
         now = time.clock_gettime_ns(time.CLOCK_REALTIME if realtime else time.CLOCK_MONOTONIC)

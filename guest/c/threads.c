@@ -4,6 +4,7 @@
  *   timedwait    a condition wait with a 50 ms timeout that nobody signals: ETIMEDOUT
  *   exit-inside  a thread calls pthread_exit from inside probed(): that call never returns
  *   detached     main exits (pthread_exit) before its detached thread finishes; status 7
+ *   sleep        a thread sleeps 2 ms then raises a flag main polls with 100 us sleeps
  */
 #include <errno.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static long fib(long n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
 
@@ -97,12 +99,35 @@ static int detached(void) {
     pthread_exit(NULL);
 }
 
+static volatile int raised;
+
+static void *sleep_then_raise(void *arg) {
+    (void)arg;
+    usleep(2000);
+    raised = 1;
+    return NULL;
+}
+
+static int sleeper(void) {
+    pthread_t t;
+    int polls = 0;
+    pthread_create(&t, NULL, sleep_then_raise, NULL);
+    while (!raised) {
+        usleep(100);
+        polls++;
+    }
+    pthread_join(t, NULL);
+    printf("sleep: raised after %s polls\n", polls >= 10 ? "10 or more" : "fewer than 10");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "join")) return join(argc > 2 ? atoi(argv[2]) : 4);
     if (argc >= 2 && !strcmp(argv[1], "deadlock")) return deadlock();
     if (argc >= 2 && !strcmp(argv[1], "timedwait")) return timedwait();
     if (argc >= 2 && !strcmp(argv[1], "exit-inside")) return exit_inside();
     if (argc >= 2 && !strcmp(argv[1], "detached")) return detached();
-    fprintf(stderr, "usage: threads join N|deadlock|timedwait|exit-inside|detached\n");
+    if (argc >= 2 && !strcmp(argv[1], "sleep")) return sleeper();
+    fprintf(stderr, "usage: threads join N|deadlock|timedwait|exit-inside|detached|sleep\n");
     return 2;
 }

@@ -112,6 +112,15 @@ def test_the_last_thread_out_ends_the_process_with_its_status(guest_bin: Path) -
     assert run_emulated(argv, seed=4) == run_native(argv) == (7, b"detached: fib(18) = 2584\n")
 
 
+def test_sleep_is_virtual_time_and_lets_the_other_threads_run(guest_bin: Path) -> None:
+    """usleep blocks the thread until the virtual clock passes the deadline: the
+    poller sleeps 100 us at a time until the 2 ms sleeper wakes, as natively."""
+    argv = [str(guest_bin / "threads.static"), "sleep"]
+    assert run_emulated(argv, seed=3) == run_native(argv) == (0, b"sleep: raised after 10 or more polls\n")
+    m = _load(guest_bin, "threads.static", "sleep", seed=3)
+    assert m.run() == 0 and m.clock >= 2_000_000
+
+
 def test_tids_are_unique_and_gettid_matches_the_task(guest_bin: Path) -> None:
     m = _load(guest_bin, "threads.static", "join", "6", seed=2, timeslice=100)
     assert m.run() == 0
