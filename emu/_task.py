@@ -55,7 +55,6 @@ class Task:
     on_timeout: Any = field(default=None, repr=False)     # called when the deadline passes
     clear_child_tid: int = field(default=0, repr=False)   # CLONE_CHILD_CLEARTID address
     spawned: bool = field(default=False, repr=False)      # made by Machine.spawn
-    extensions: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:
