@@ -22,6 +22,7 @@ from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR
 
 from ._asm import assemble
 from ._cpu import Cpu
+from ._engine import UNLIMITED, Engine
 from ._errors import EmuError, GuestFault, SymbolNotFound
 from ._memory import PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, Region, page_up
 from ._objects import ObjectTable
@@ -30,7 +31,7 @@ from ._sched import Scheduler
 from ._streams import HostStream
 from ._symbols import SymbolTable
 from ._task import Task
-from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks, counter_cells
+from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks
 from ._unwind import unwind
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = ["Machine", "DEFAULT_MAX_INSNS"]
 DEFAULT_MAX_INSNS = 100_000_000
 STACK_SIZE = 0x100000
 SPAWN_STACK_SIZE = 0x40000         # a spawned task's stack unless told otherwise
-_UNLIMITED = (1 << 63) - 1         # a count that never runs out
 _NEVER = 1 << 62
 _PAUSE = b"\xf3\x90"
 STACK_TOP = 0x7FFF_FFFF_0000
@@ -113,9 +113,7 @@ class Machine:
         self.on_task_exit: list[Callable[[Task], None]] = []
         self._engine_owner: Task | None = None
         self._hits_left = _NEVER           # probe hits until the scheduler cuts the slice
-        self._slice_cut = False            # the slice was cut on purpose (not hlt)
-        self._counter = counter_cells(self._uc)    # (emu_counter, emu_count) or None
-        self._counting = False                     # the engine's count hook is live
+        self.engine = Engine(self._uc)
         self._exit = self.mem.map(STACK_TOP, PAGE, PROT_RX, "[exit]").start
         self.mem.write(self._exit, b"\xf4")   # never executed: emu_start stops on it
         # Programs loaded from ELF files (emu._elf, emu.linux): the mapped objects,
@@ -337,12 +335,7 @@ class Machine:
             self._hits_left = 1
 
     def _end_slice_after_this(self) -> None:
-        """From a hook: stop before the next instruction (the one being hooked, or
-        the one RIP was redirected to, still runs first). Needs the counter."""
-        cells = self._counter
-        if cells is not None and self._counting:
-            cells[1].value = cells[0].value
-            self._slice_cut = True
+        if self.engine.cut():
             self._hits_left = _NEVER
 
     def _on_pause(self, _addr: int) -> None:
@@ -417,7 +410,7 @@ class Machine:
         for reg, value in zip(ARG_REGS, args, strict=False):
             gpr[reg] = value & MASK64
         self._depth += 1
-        counted = self._counter_state() if nested else None
+        counted = self.engine.save() if nested else None
         try:
             self._run(addr, self._exit, inherit=nested)
             return to_signed64(gpr[RAX])
@@ -426,7 +419,7 @@ class Machine:
             if saved is not None:
                 self._uc.context_restore(saved)
             if counted is not None:
-                self._restore_counter(counted)
+                self.engine.restore(counted)
 
     def run(self, *, max_insns: int | None = None, timeout: float | None = None,
             seed: int | None = None, timeslice: int | None = None) -> int:
@@ -473,48 +466,6 @@ class Machine:
             fn()
 
     # --- the engine -------------------------------------------------------------------------
-    def _emulate(self, begin: int, until: int, timeout_us: int, count: int) -> UcError | None:
-        """One ``emu_start``; the error it raised, if any. Unicorn's count hook only
-        sees blocks translated after it was added: entering counted mode drops them."""
-        if count and not self._counting:
-            self._uc.ctl_flush_tb()  # type: ignore[attr-defined]
-        self._counting = bool(count)
-        try:
-            self._uc.emu_start(begin, until, timeout_us, count)
-        except UcError as exc:
-            return exc
-        return None
-
-    def _retired(self, count: int) -> int:
-        """Instructions the last counted ``emu_start`` retired (``count`` when the
-        counter cannot be read: an estimate, still deterministic)."""
-        cells = self._counter
-        if not count:
-            return 0
-        if cells is None:
-            return count
-        return min(cells[0].value, cells[1].value)
-
-    def _counter_state(self) -> tuple[int, int, bool] | None:
-        cells = self._counter
-        if cells is None:
-            return None
-        return cells[0].value, cells[1].value, self._counting
-
-    def _restore_counter(self, state: tuple[int, int, bool]) -> None:
-        """After a nested run: the outer run's slice goes on where it was."""
-        cells = self._counter
-        assert cells is not None
-        counter, count, counting = state
-        cells[0].value = counter
-        if counting:
-            cells[1].value = count
-        else:
-            # The nested run added the count hook; the outer run must not stop on it,
-            # and its next counted start must drop the blocks translated uncounted.
-            cells[1].value = MASK64
-            self._counting = False
-
     def _take_abort(self) -> BaseException | None:
         aborted, self._abort_exc = self._abort_exc, None
         return aborted
@@ -544,11 +495,11 @@ class Machine:
         self._fault = None
         self._fault_addr = None
         count = self.max_insns or 0
-        if inherit and self._counting and not count:
-            count = _UNLIMITED
+        if inherit and self.engine.counting and not count:
+            count = UNLIMITED
         timeout_us = int(self.timeout * 1e6) if self.timeout else 0
         started = time.monotonic()
-        error = self._emulate(begin, until, timeout_us, count)
+        error = self.engine.start(begin, until, timeout_us, count)
         aborted = self._take_abort()
         if aborted is not None:
             raise aborted

@@ -159,11 +159,11 @@ class Scheduler:
                 timeout_us = max(1, int(left_s * 1e6))
         self._switch_to(task)
         gpr = m.cpu.gpr
-        self._ended_by_us = m._slice_cut = False
+        self._ended_by_us = False
         if self.sliced:
             m._hits_left = self.rng.randint(1, HIT_SLICE)
-        error = m._emulate(gpr[RIP], m.exit_address, timeout_us, count)
-        done = m._retired(count)
+        error = m.engine.start(gpr[RIP], m.exit_address, timeout_us, count)
+        done = m.engine.retired(count)
         self.retired += done
         if self.sliced:
             m.clock += done
@@ -204,7 +204,7 @@ class Scheduler:
             else:
                 self.finish(task, to_signed64(m.cpu.gpr[RAX]))
                 return
-        if fault is None and task.state != DONE and not self._ended_by_us and not m._slice_cut \
+        if fault is None and task.state != DONE and not self._ended_by_us and not m.engine.cut_requested \
                 and not (count and done >= count) and m._stopped_on_hlt(rip):
             fault = GuestFault(f"guest fault: hlt at {m.symbolize(rip - 1)} ({rip - 1:#x})",
                                rip=rip - 1, reason="exception")
