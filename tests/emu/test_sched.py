@@ -295,3 +295,28 @@ def test_bad_arguments() -> None:
     m.spawn("fib", 3)
     with pytest.raises(ValueError, match="timeslice"):
         m.run_tasks(timeslice=0)
+
+
+def test_this_unicorn_shows_its_instruction_counter() -> None:
+    """The exact path (retired counts, cuts at probe hits) is the one tested here;
+    a Unicorn whose uc_struct moved would fall back silently without this pin."""
+    assert _machine().engine.has_counter
+
+
+def test_without_the_counter_runs_stay_correct_and_deterministic() -> None:
+    """The fallback of a Unicorn build whose counter cannot be found: slices count
+    as their full length and probe hits do not cut them; results and replay hold."""
+    def run(seed: int) -> tuple[list[int | None], list[int]]:
+        m = _machine()
+        m.engine._cells = None
+        order: list[int] = []
+        register_kretprobe(m, Kretprobe("fib", handler=lambda ri, regs: order.append(ri.task.tid),
+                                        maxactive=64))
+        tasks = [m.spawn("fib", n) for n in (9, 10, 11)]
+        m.run_tasks(seed=seed, timeslice=50)
+        return [t.result for t in tasks], order
+
+    results, order = run(3)
+    assert results == [fib(9), fib(10), fib(11)]
+    assert run(3) == (results, order)
+    assert len(set(order)) == 3
