@@ -100,6 +100,14 @@ class Machine:
         # Called before each outermost call()/run(): no guest code or callback is
         # in progress then, so clients can drop state an aborted run left behind.
         self.on_start: list[Callable[[], None]] = []
+        # Called around each call() with the task it runs on: when it ends (returned,
+        # faulted or aborted) its frames are gone, whatever the guest did to its stack.
+        self.on_call_start: list[Callable[[Task], None]] = []
+        self.on_call_end: list[Callable[[Task], None]] = []
+        # Where relocated code really is: each callback maps an address of a copy
+        # (a probe's out-of-line slot) to the instruction it copies, or None. A
+        # fault is reported at the original (the kernel's kprobe_fault_handler).
+        self.rip_fixups: list[Callable[[int], int | None]] = []
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
         self.tasks: list[Task] = [Task(1, stack)]
         self.current_task: Task = self.tasks[0]
@@ -411,6 +419,9 @@ class Machine:
             gpr[reg] = value & MASK64
         self._depth += 1
         counted = self.engine.save() if nested else None
+        task = self.current_task
+        for fn in self.on_call_start:
+            fn(task)
         try:
             self._run(addr, self._exit, inherit=nested)
             return to_signed64(gpr[RAX])
@@ -420,6 +431,8 @@ class Machine:
                 self._uc.context_restore(saved)
             if counted is not None:
                 self.engine.restore(counted)
+            for fn in self.on_call_end:
+                fn(task)
 
     def run(self, *, max_insns: int | None = None, timeout: float | None = None,
             seed: int | None = None, timeslice: int | None = None) -> int:
@@ -472,7 +485,7 @@ class Machine:
 
     def _fault_of(self, error: UcError | None) -> GuestFault | None:
         """The fault the last ``emu_start`` ended with (an engine error or a trap)."""
-        rip = self.cpu.gpr[RIP]
+        rip = self.original_rip(self.cpu.gpr[RIP])
         if error is not None:
             kind, what = _FAULT_KIND.get(error.errno, ("exception", str(error)))
             known = self._fault_addr is not None and kind != "invalid-instruction"
@@ -484,6 +497,14 @@ class Machine:
             (kind, what), self._fault = self._fault, None
             return GuestFault(f"guest fault: {what}", rip=rip, reason=kind)
         return None
+
+    def original_rip(self, rip: int) -> int:
+        """``rip``, or the instruction it is a relocated copy of (:attr:`rip_fixups`)."""
+        for fixup in self.rip_fixups:
+            original = fixup(rip)
+            if original is not None:
+                return original
+        return rip
 
     def _stopped_on_hlt(self, rip: int) -> bool:
         return bool(self.mem.region_at(rip - 1)) and self.mem.read(rip - 1, 1) == b"\xf4"

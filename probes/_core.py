@@ -26,7 +26,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from emu import Machine
+from emu import Machine, Task
 from emu._memory import PROT_X
 from emu._regtable import RIP
 
@@ -94,6 +94,7 @@ class KprobeManager:
         self._stepping: set[_Site] = set()  # sites with an out-of-line step pending
         self._rehook: set[_Site] = set()    # optimized sites re-served during a run
         m.on_start.append(self._reset_transient)
+        m.on_task_exit.append(self._task_exit)
 
     # --- registration ---------------------------------------------------------------
     def resolve(self, kp: Kprobe) -> int:
@@ -172,6 +173,14 @@ class KprobeManager:
             site.pending.clear()
             self._release(site)
         self._dying.clear()
+
+    def _task_exit(self, task: Task) -> None:
+        """A task that faulted mid-hit (in a single-stepped copy) leaves the hit
+        half done; no other task can be inside one (no switch during a step), so
+        what is in flight is its: drop it as an aborted run's (kprobe_fault_handler)."""
+        if task.fault is not None and (self.running or self._stepping):
+            self._reset_transient()
+            self.m.preempt_count = 0
 
     def _release(self, site: _Site) -> None:
         slot = site.ainsn.slot

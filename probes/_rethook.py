@@ -54,6 +54,9 @@ class Rethook:
         self.addr = self.trampoline.addr
         mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True)
         mgr.m.on_task_exit.append(self.task_exit)
+        mgr.m.on_call_start.append(self._call_start)
+        mgr.m.on_call_end.append(self._call_end)
+        self._call_marks: list[int] = []     # in-flight depth of the task at each call()
 
     def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
         """The task's in-flight instances, after reclaiming those whose frames are
@@ -69,6 +72,17 @@ class Rethook:
                 break
             self.recycle(stack.pop(), unwound=True)
         return stack
+
+    def _call_start(self, task: Task) -> None:
+        self._call_marks.append(len(self.inflight.get(task, ())))
+
+    def _call_end(self, task: Task) -> None:
+        """A call() is over: instances it left (frames a longjmp skipped, a call a
+        fault or a handler's exception aborted) will never see their return."""
+        mark = self._call_marks.pop() if self._call_marks else 0
+        stack = self.inflight.get(task)
+        while stack and len(stack) > mark:
+            self.recycle(stack.pop(), unwound=True)
 
     def task_exit(self, task: Task) -> None:
         """``task`` ended: its in-flight instances will never see a return."""

@@ -48,6 +48,7 @@ class X86_64:
         self._m = m
         self.xol = XolArea(m)
         self.trampoline = Trampoline(m)
+        m.rip_fixups.append(self.xol.original_of)
 
     def prepare(self, addr: int) -> ArchInsn:
         check_boundary(self._m, addr)

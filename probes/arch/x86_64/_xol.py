@@ -63,6 +63,7 @@ class XolArea:
         self._pages: list[int] = []
         self._free: list[int] = []
         self._garbage: list[int] = []   # freed, maybe still about to run: see collect()
+        self._origin: dict[int, int] = {}  # slot -> address of the instruction it copies
 
     def pages(self) -> list[tuple[int, int]]:
         return [(p, p + PAGE) for p in self._pages]
@@ -87,7 +88,17 @@ class XolArea:
         boost_code = boost_copy + b"\xe9" + _rel32(nxt - jmp_from, "jump back from the slot")
         self._m.mem.write(step, step_code.ljust(_HALF, b"\xcc"))
         self._m.mem.write(boost, boost_code.ljust(_HALF, b"\xcc"))
+        self._origin[base] = insn.address
         return Slot(base, step, step + insn.size, boost)
+
+    def original_of(self, addr: int) -> int | None:
+        """The probed instruction whose copy starts at ``addr`` (either copy of a
+        slot), or None: where a fault in a slot really happened."""
+        base = addr - addr % SLOT_SIZE
+        origin = self._origin.get(base)
+        if origin is None or addr - base not in (0, _HALF):
+            return None
+        return origin
 
     def free_slot(self, slot: Slot) -> None:
         """Retire a slot. A boosted copy may still be the guest's next instruction,
@@ -98,5 +109,6 @@ class XolArea:
         """Make retired slots reusable; call only while no guest code runs."""
         for addr in self._garbage:
             self._m.mem.write(addr, b"\xcc" * SLOT_SIZE)
+            self._origin.pop(addr, None)
         self._free.extend(self._garbage)
         self._garbage.clear()
