@@ -107,6 +107,13 @@ class Engine:
             return count
         return min(cells[0].value, cells[1].value)
 
+    def in_flight(self) -> int:
+        """From a hook: instructions the counted run in progress has retired so far."""
+        cells = self._cells
+        if cells is None or not self.counting:
+            return 0
+        return int(cells[0].value)
+
     def cut(self) -> bool:
         """From a hook: stop before the next instruction (the one being hooked, or
         the one RIP was redirected to, still runs first). False when it cannot."""

@@ -4,8 +4,9 @@ One runner owns every scheduling decision (trio's ``_run.py``, rr's chaos mode):
 which task runs next and for how long both come from one ``random.Random(seed)``,
 so a program, its probes and a seed give one interleaving, replayable on any
 machine. Time is virtual: :attr:`Machine.clock` counts the instructions
-retired while tasks are sliced (nanoseconds for futex timeouts), and jumps to the
-next deadline when every task waits.
+retired in counted slices (nanoseconds for futex timeouts and sleeps; every
+slice is counted when several tasks are live or ``m.exact_clock`` is set), and
+jumps to the next deadline when every task waits.
 
 Invariants:
 - ``m.current_task`` is the task whose registers are in the engine while a slice
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from unicorn.x86_const import UC_X86_REG_RIP
 
+from ._engine import UNLIMITED
 from ._errors import GuestFault
 from ._regtable import RAX, RIP, to_signed64
 from ._task import BLOCKED, DONE, RUNNABLE, Task
@@ -138,6 +140,8 @@ class Scheduler:
             self.sliced = len(live) > 1
             task = runnable[0] if len(runnable) == 1 else self.rng.choice(runnable)
             count = self.rng.randint(1, self.timeslice) if self.sliced else 0
+            if not count and self.m.exact_clock:
+                count = UNLIMITED
             self._run_slice(task, count)
             while task.state == RUNNABLE and self.m.preempt_count and self.sliced:
                 self._run_slice(task, _FINISH_STEP_SLICE)
@@ -165,7 +169,7 @@ class Scheduler:
         error = m.engine.start(gpr[RIP], m.exit_address, timeout_us, count)
         done = m.engine.retired(count)
         self.retired += done
-        if self.sliced:
+        if count:
             m.clock += done
         self._after_slice(task, error, count, done)
         over = self.max_insns is not None and self.retired >= self.max_insns

@@ -320,3 +320,37 @@ def test_without_the_counter_runs_stay_correct_and_deterministic() -> None:
     assert results == [fib(9), fib(10), fib(11)]
     assert run(3) == (results, order)
     assert len(set(order)) == 3
+
+
+def test_the_exact_clock_counts_a_lone_task_and_is_exact_at_each_hit() -> None:
+    """With exact_clock, now() at a hit is the number of instructions retired
+    before it (fib's entry is hit after a fixed number of instructions)."""
+    def stamps(exact: bool) -> tuple[list[int], int]:
+        m = _machine()
+        m.exact_clock = exact
+        seen: list[int] = []
+        register_kprobe(m, Kprobe("fib", pre_handler=lambda kp, regs: seen.append(m.now()) or 0))
+        m.spawn("fib", 5)
+        m.run_tasks()
+        return seen, m.clock
+
+    exact, total = stamps(True)
+    assert len(exact) == 15 and exact == sorted(exact) and exact[0] == 1 and total > exact[-1]
+    assert stamps(True) == (exact, total)
+    loose, loose_total = stamps(False)
+    assert loose == [0] * 15 and loose_total == 0
+
+
+def test_the_exact_clock_is_the_count_of_instructions_retired() -> None:
+    """Against Unicorn's own per-instruction hook on an unprobed run."""
+    from unicorn import UC_HOOK_CODE
+
+    m = _machine()
+    m.exact_clock = True
+    m.spawn("fib", 7)
+    m.run_tasks()
+    reference = _machine()
+    executed = [0]
+    reference.uc.hook_add(UC_HOOK_CODE, lambda *_: executed.__setitem__(0, executed[0] + 1))
+    assert reference.call("fib", 7) == fib(7)
+    assert m.clock == executed[0]
