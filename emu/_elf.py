@@ -83,6 +83,7 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
     k.entry = interp.entry + interp_base if interp is not None else image.entry
     _initial_registers(m, sp, k.entry)
     m.tasks[0].context = m._uc.context_save()
+    m.tasks[0].comm = os.path.basename(path)[:15]      # __set_task_comm at exec
     k.install()
     return k
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
 from unicorn import unicorn_const as _uc
-from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR
+from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR, UC_X86_REG_RIP
 
 from ._asm import assemble
 from ._cpu import Cpu
@@ -244,10 +244,26 @@ class Machine:
         self.mem.invalidate_code(addr, addr + 1)
 
     def abort(self, exc: BaseException) -> None:
-        """Stop the guest; the running :meth:`call` raises ``exc`` (the first one)."""
+        """Stop the guest; the running :meth:`call` raises ``exc`` (the first one).
+
+        In a counted run the current instruction still completes (a code hook's
+        instruction runs, so a resumed run does not hit that probe again); in an
+        uncounted one the engine stops at once, before a hooked instruction.
+        """
         if self._abort_exc is None:
             self._abort_exc = exc
-        self._uc.emu_stop()
+        if not self.engine.cut():
+            self._uc.emu_stop()
+
+    @property
+    def aborting(self) -> bool:
+        """An exception is waiting to stop the run (see :meth:`abort`)."""
+        return self._abort_exc is not None
+
+    def parked_rips(self) -> set[int]:
+        """Where the unfinished tasks that are off the CPU will resume."""
+        return {int(t.context.reg_read(UC_X86_REG_RIP)) for t in self.tasks
+                if not t.done and t.context is not None}
 
     def new_task(self, stack_size: int = STACK_SIZE, name: str | None = None) -> Task:
         """A new task with a stack of its own and no code to run yet: make it

@@ -39,6 +39,8 @@ class Task:
         state: ``"runnable"``, ``"blocked"`` (parked by the scheduler, e.g. on a
             futex) or ``"done"``.
         blocked_on: what a blocked task waits for, for messages (``"futex 0x..."``).
+        comm: the command name tracing shows (``TASK_COMM_LEN``: 15 characters):
+            the program's file name for its threads, else the task's name.
     """
 
     tid: int
@@ -48,6 +50,7 @@ class Task:
     fault: GuestFault | None = field(default=None, repr=False)
     state: str = RUNNABLE
     blocked_on: str = ""
+    comm: str = ""
     # --- owned by the scheduler and the syscall layer ----------------------------------
     context: Any = field(default=None, repr=False)        # registers while off the CPU
     wake_value: int | None = field(default=None, repr=False)   # RAX to set when resumed
@@ -59,6 +62,8 @@ class Task:
     def __post_init__(self) -> None:
         if not self.name:
             self.name = f"task-{self.tid}"
+        if not self.comm:
+            self.comm = self.name[:15]
 
     @property
     def done(self) -> bool:

@@ -73,8 +73,10 @@ class Kretprobe:
     Counters (reset by registration): ``nmissed``, entries that found no free
     instance (or hit while another handler ran); ``nunwound``, instances taken
     back without a return handler because their frame will never return: it was
-    unwound past (``longjmp``, a tail call that popped it) or its task ended
-    inside the function. The kernel leaks the latter until the task exits
+    unwound past (``longjmp``, a ``call`` that ended without returning through
+    it) or its task ended inside the function. (A System V tail call is not
+    unwinding: the callee inherits the caller's hijacked return slot, and both
+    handlers run at the one real return, the callee's first.) The kernel leaks the latter until the task exits
     (``rethook_flush_task``); here the free list stays whole.
     """
 

@@ -110,6 +110,7 @@ class Rethook:
         general = self._trampoline_general
         failed = mgr.handler_failed
         abort, preempt = m.abort, m.preempt_point
+        set_pc = m.cpu.set_pc_from_code_hook
 
         c_task: Task | None = None           # the last task seen, and its stack
         c_stack: list[KretprobeInstance] | None = None
@@ -152,6 +153,8 @@ class Rethook:
                 if current:
                     rp._free.append(ri)
                 pack_into(cell_buf, cell_off, real)
+                if m.aborting:               # stopping before the jmp: resume past it
+                    set_pc(real)
                 if m.sched is not None:      # the scheduler may switch tasks at a hit
                     preempt()
             except BaseException as exc:    # a bug here, not a handler's: stop the guest
@@ -189,6 +192,8 @@ class Rethook:
         for ri in frame:
             self.recycle(ri)
         self.trampoline.set_return(real)
+        if mgr.m.aborting:                   # stopping before the jmp: resume past it
+            mgr.m.cpu.set_pc_from_code_hook(real)
         if mgr.m.sched is not None:
             mgr.m.preempt_point()
 

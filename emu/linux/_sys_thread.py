@@ -84,6 +84,7 @@ def _new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: in
     m = k.m
     stack = m.mem.region_at(newsp - 1) if newsp else None
     task = m.add_task(stack if stack is not None else m.current_task.stack)
+    task.comm = m.current_task.comm
     # The child resumes after the syscall with rax = 0 on its own stack
     # (entry_SYSCALL_64's return path: rcx = return address, r11 = flags).
     ctx = m._uc.context_save()

@@ -106,9 +106,14 @@ class XolArea:
         self._garbage.append(slot.addr)
 
     def collect(self) -> None:
-        """Make retired slots reusable; call only while no guest code runs."""
+        """Make retired slots reusable; call only while no guest code runs. A slot
+        where a stopped task will resume (an aborted run) stays as it is."""
+        parked = {rip - rip % SLOT_SIZE for rip in self._m.parked_rips()}
+        keep = [addr for addr in self._garbage if addr in parked]
         for addr in self._garbage:
+            if addr in parked:
+                continue
             self._m.mem.write(addr, b"\xcc" * SLOT_SIZE)
             self._origin.pop(addr, None)
-        self._free.extend(self._garbage)
-        self._garbage.clear()
+            self._free.append(addr)
+        self._garbage = keep
