@@ -389,9 +389,18 @@ class Machine:
         """The return address :meth:`call` pushes: reaching it ends the call."""
         return self._exit
 
-    def unwind(self, rip: int, rsp: int, rbp: int) -> list[tuple[int, int | None]]:
-        """Frame-pointer unwind: ``[(rip, None), (return address, its stack slot), ...]``."""
-        return list(unwind(self, rip, rsp, rbp))
+    def unwind(self, rip: int, rsp: int, rbp: int, *, at_entry: bool = False,
+               recover_ret_addr: Callable[[int, int], int] | None = None) -> list[tuple[int, int | None]]:
+        """Unwind by ``.eh_frame`` CFI, by frame pointer where there is none:
+        ``[(rip, None), (return address, its stack slot), ...]`` (see :mod:`emu._unwind`).
+
+        Args:
+            at_entry: ``rip`` is where a probe at a function's entry was hit, so
+                the return address may still be at ``rsp`` (no frame yet).
+            recover_ret_addr: ``(address, slot) -> real address`` for return
+                addresses a client replaced (a kretprobe trampoline).
+        """
+        return list(unwind(self, rip, rsp, rbp, at_entry=at_entry, recover_ret_addr=recover_ret_addr))
 
     # --- symbols ----------------------------------------------------------------
     def resolve(self, func: str | int) -> int:

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from emu import Machine
+from emu._unwind import follows_call, unwind
 
-from ._core import get_manager
+from ._core import KprobeManager, get_manager
 from ._kprobe import KPROBE_FLAG_DISABLED
 from ._regs import PtRegs
 
@@ -46,21 +47,39 @@ def list_probes(m: Machine) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def stack_trace(m: Machine, regs: PtRegs) -> list[int]:
-    """Return addresses innermost first, starting with ``regs.rip``, by frame pointer.
+def stack_trace(m: Machine, regs: PtRegs, *, at_entry: bool | None = None) -> list[int]:
+    """Return addresses innermost first, starting with ``regs.rip``.
 
-    A return address that is the kretprobe trampoline (a hijacked frame) is
-    replaced by the real one from the task's in-flight instances, so nested
-    kretprobes on caller and callee still give the true call chain.
+    Unwinds by the ``.eh_frame`` CFI of the object holding each frame's code,
+    by frame pointer where there is none (assembled code); see
+    :func:`emu._unwind.unwind`. A return address that is the kretprobe
+    trampoline (a hijacked frame) is replaced by the real one from the task's
+    in-flight instances (``kretprobe_find_ret_addr``), and the walk goes on in
+    the real caller, so nested kretprobes on caller and callee still give the
+    true call chain.
+
+    ``at_entry`` says whether ``regs`` are those of a probe hit at a function's
+    entry, which matters only for frame-pointer frames (the return address is
+    then at ``rsp``, rbp is still the caller's). ``None``: inferred. A return
+    handler never is (``regs.rip`` is the return site, perhaps labelled); nor is
+    a probe on an address that follows a call instruction. Any other probe may
+    be, and the unwinder checks that ``regs.rip`` is a symbol's first or second
+    instruction.
     """
     mgr = get_manager(m)
+    if at_entry is None:
+        at_entry = not _in_return_handler(m, mgr) and not follows_call(m, regs.rip)
     real = {ri.fp: ri.ret_addr for ri in mgr.rethook.inflight.get(m.current_task, ())}
     tramp = mgr.trampoline
-    trace = []
-    for addr, slot in m.unwind(regs.rip, regs.rsp, regs.rbp):
-        if addr == tramp and slot is not None:
-            addr = real.get(slot, addr)
-            if addr == m.exit_address:      # the hijacked outermost frame
-                break
-        trace.append(addr)
-    return trace
+
+    def recover(addr: int, slot: int) -> int:
+        return real.get(slot, addr) if addr == tramp else addr
+
+    return [addr for addr, _slot in unwind(m, regs.rip, regs.rsp, regs.rbp, at_entry=at_entry,
+                                           recover_ret_addr=recover)]
+
+
+def _in_return_handler(m: Machine, mgr: KprobeManager) -> bool:
+    """Return handlers run from the code hook on the trampoline's first
+    instruction (:mod:`probes._rethook`): the live pc is there."""
+    return m.cpu.read("rip") == mgr.trampoline
