@@ -20,14 +20,18 @@ LOAD_FAILED = 127          # what a shell returns when it cannot execute a progr
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    _add_program_options(p)
+    add_program_options(p)
+    add_seed_option(p)
+
+
+def add_seed_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the thread scheduler, AT_RANDOM and getrandom (default 0): "
                         "the same seed replays the same run")
 
 
-def _add_program_options(p: argparse.ArgumentParser) -> None:
-    """The program and how it runs: the options ``run`` shares with ``sweep``."""
+def add_program_options(p: argparse.ArgumentParser) -> None:
+    """The program and how it runs: the options ``run`` shares with ``sweep`` and the tools."""
     p.add_argument("binary", help="the x86-64 ELF executable (static, static-pie or dynamic)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the program")
     p.add_argument("--max-insns", type=int, default=None, metavar="N",
@@ -43,24 +47,36 @@ def _add_program_options(p: argparse.ArgumentParser) -> None:
                    help="also let it create and write files under --fs-root")
 
 
-def _run(args: argparse.Namespace) -> int:
+def load_program(args: argparse.Namespace, command: str) -> Machine | int:
+    """The machine ``args`` describe, or the exit status of a failure (reported)."""
     if args.fs_writable and args.fs_root is None:
-        print("kprobe-emu run: --fs-writable needs --fs-root DIR", file=sys.stderr)
+        print(f"kprobe-emu {command}: --fs-writable needs --fs-root DIR", file=sys.stderr)
         return 2
     try:
-        m = Machine.from_elf(args.binary, [args.binary, *args.args], env=dict(os.environ),
-                             stdin=_stdin_bytes(), fs_root=args.fs_root,
-                             fs_writable=args.fs_writable, seed=args.seed,
-                             timeslice=args.timeslice)
+        return Machine.from_elf(args.binary, [args.binary, *args.args], env=dict(os.environ),
+                                stdin=_stdin_bytes(), fs_root=args.fs_root,
+                                fs_writable=args.fs_writable, seed=args.seed,
+                                timeslice=args.timeslice)
     except LoadError as exc:
-        print(f"kprobe-emu run: {exc}", file=sys.stderr)
+        print(f"kprobe-emu {command}: {exc}", file=sys.stderr)
         return LOAD_FAILED
+
+
+def run_program(m: Machine, args: argparse.Namespace, command: str) -> int:
+    """Run to the end; the program's status, or a fault's as a shell shows it (reported)."""
     try:
         return m.run(max_insns=args.max_insns, timeout=args.timeout)
     except GuestFault as exc:
         sys.stdout.flush()
-        print(f"kprobe-emu run: {args.binary}: {exc}", file=sys.stderr)
+        print(f"kprobe-emu {command}: {args.binary}: {exc}", file=sys.stderr)
         return fault_status(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    m = load_program(args, "run")
+    if isinstance(m, int):
+        return m
+    return run_program(m, args, "run")
 
 
 def _stdin_bytes() -> bytes:

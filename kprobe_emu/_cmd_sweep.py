@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from emu import EmuError, Machine, Outcome, SweepResult, sweep
 
-from ._cmd_run import _add_program_options, _stdin_bytes
+from ._cmd_run import _stdin_bytes, add_program_options
 from .cli import CliError, command
 
 _SEED_PART = re.compile(r"(\d+)(?:-(\d+))?")
@@ -31,7 +31,7 @@ _SEED_RANGES = 20           # seed ranges listed per outcome; --json lists them 
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    _add_program_options(p)
+    add_program_options(p)
     p.add_argument("--seeds", required=True, metavar="SPEC",
                    help="the seeds: ranges and lists such as 0-999 or 0-9,20,30-31")
     p.add_argument("--jobs", type=int, default=None, metavar="N",

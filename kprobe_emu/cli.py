@@ -16,7 +16,10 @@ from dataclasses import dataclass
 __all__ = ["main", "command", "CliError"]
 
 # Modules that register subcommands; imported lazily by main().
-_COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run", "kprobe_emu._cmd_sweep")
+_COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run", "kprobe_emu._cmd_sweep",
+                    "kprobe_emu._cmd_trace", "kprobe_emu._cmd_funclatency",
+                    "kprobe_emu._cmd_funccount", "kprobe_emu._cmd_stackcount",
+                    "kprobe_emu._cmd_argdist")
 
 
 class CliError(Exception):

@@ -1,0 +1,163 @@
+"""What every tracing tool shares: ``run``'s options, ``-o``, ``--clock``, ``-M``,
+attaching probe lines with one-line errors, the progress line, the misses.
+
+A tool is a probe line (or a few) plus a sink and a report (DESIGN: front ends
+hold no probe logic): :func:`run_tool` loads the program, lets the tool attach,
+runs the program with its own output passing through, then has the tool write
+its report to stdout or ``-o FILE`` and the ``kprobe_profile`` summary to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import IO, Any
+
+from emu import Machine
+from emu._memory import PROT_X
+from probes import ProbeError
+from probes.events import Event, EventHandle, ParseError, attach, attached, format_profile
+
+from ._cmd_run import add_program_options, add_seed_option, load_program, run_program
+
+__all__ = ["add_tool_options", "run_tool", "Attacher", "match_functions", "TOOL_MAXACTIVE"]
+
+TOOL_MAXACTIVE = 4096          # deep recursion must not miss (-M N to change)
+USAGE = 2
+
+# attach_all(m, out) attaches the tool's probes (events may go to ``out`` as they
+# happen) and returns report(), which writes what the tool sums up at the end.
+Attacher = Callable[[Machine, IO[str]], Callable[[], None]]
+
+
+class ToolError(Exception):
+    """A user error found while attaching: one line (or the error_log entry), status 2."""
+
+
+def add_tool_options(p: argparse.ArgumentParser, *, maxactive: bool = True) -> None:
+    add_program_options(p)
+    add_seed_option(p)
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="write the tool's output to FILE (the program's own output stays on stdout)")
+    p.add_argument("--clock", choices=("virtual", "host"), default="virtual",
+                   help="event time: guest instructions retired, 1 ns each (default: "
+                        "deterministic), or the host's monotonic clock")
+    if maxactive:
+        p.add_argument("-M", "--maxactive", type=int, default=TOOL_MAXACTIVE, metavar="N",
+                       help=f"instances of each return probe (default {TOOL_MAXACTIVE})")
+
+
+def run_tool(args: argparse.Namespace, command: str, attach_all: Attacher) -> int:
+    """Load, attach, run, report (see :data:`Attacher`). The program's status."""
+    m = load_program(args, command)
+    if isinstance(m, int):
+        return m
+    with ExitStack() as stack:
+        try:
+            out = stack.enter_context(_output(args.output))
+        except OSError as exc:
+            print(f"kprobe-emu {command}: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return USAGE
+        try:
+            report = attach_all(m, out)
+        except (ParseError, ToolError, ProbeError) as exc:
+            print(f"kprobe-emu {command}: {exc}", file=sys.stderr)
+            return USAGE
+        with _progress(m) as tick:
+            m.extensions["kprobe_emu.tick"] = tick
+            status = run_program(m, args, command)
+        sys.stdout.flush()
+        report()
+    _profile(m)
+    return status
+
+
+def attach_line(m: Machine, line: str, sink: Callable[[Event], Any], args: argparse.Namespace, *,
+                stack: bool = False) -> EventHandle:
+    """Attach one line; every event also ticks the progress line."""
+    tick = _ticker(m)
+    maxactive = getattr(args, "maxactive", None)
+    if maxactive is not None and maxactive < 1:
+        raise ToolError(f"-M must be >= 1, got {maxactive}")
+
+    def counted(ev: Event) -> None:
+        tick()
+        sink(ev)
+    return attach(m, line, counted, clock=args.clock, maxactive=maxactive, stack=stack)
+
+
+def match_functions(m: Machine, pattern: str, regex: bool) -> list[str]:
+    """The function symbols ``pattern`` names (a glob, or a regex with ``regex``), in
+    address order. ``OBJECT:SYM`` without wildcards is kept as is (it may be pending)."""
+    if not regex and ":" in pattern and not any(c in pattern for c in "*?["):
+        return [pattern]
+    try:
+        rx = re.compile(pattern if regex else fnmatch.translate(pattern))
+    except re.error as exc:
+        raise ToolError(f"bad pattern {pattern!r}: {exc}") from None
+    found = []
+    for name in m.symbols:
+        sym = m.symbols.get_symbol(name)
+        if sym is None or not rx.fullmatch(name):
+            continue
+        region = m.mem.region_at(sym.addr)
+        if region is not None and region.perms & PROT_X and sym.size:
+            found.append((sym.addr, name))
+    if not found:
+        raise ToolError(f"no function matches {pattern!r}")
+    return [name for _, name in sorted(found)]
+
+
+def _ticker(m: Machine) -> Callable[[], None]:
+    def tick() -> None:
+        fn = m.extensions.get("kprobe_emu.tick")
+        if fn is not None:
+            fn()
+    return tick
+
+
+@contextmanager
+def _progress(m: Machine) -> Iterator[Callable[[], None]]:
+    """A progress line on a terminal's stderr: instructions, events, misses."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    state = {"events": 0, "last": 0.0}
+
+    def tick() -> None:
+        state["events"] += 1
+        now = time.monotonic()
+        if now - state["last"] >= 0.5:
+            state["last"] = now
+            missed = sum(h.missed for h in attached(m))
+            sys.stderr.write(f"\r{m.now():,} instructions, {int(state['events']):,} events, "
+                             f"{missed:,} missed ")
+            sys.stderr.flush()
+    try:
+        yield tick
+    finally:
+        if state["last"]:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with open(path, "w") as out:
+        yield out
+
+
+def _profile(m: Machine) -> None:
+    """``kprobe_profile``: every event's hits and misses, on stderr."""
+    rows = [(h.spec.event, h.hits, h.missed) for h in attached(m)]
+    if rows:
+        sys.stderr.write(format_profile(rows))

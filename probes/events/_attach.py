@@ -1,0 +1,291 @@
+"""Probe events on a machine: a parsed line becomes a kprobe or kretprobe whose
+handlers fetch the arguments and hand one :class:`Event` per hit to a sink
+(kernel/trace/trace_kprobe.c: ``kprobe_dispatcher``, ``kretprobe_dispatcher``,
+``__kprobe_trace_func``).
+
+A return probe pairs every return with its own entry (the kretprobe's
+``entry_handler`` and its instance): ``$argN``, ``$entry(...)`` and ``$duration``
+are the values of *that* call's entry, right under recursion and threads. The
+entry's values are kept per instance (``ri``), like ``ri.data`` but for any
+Python value (a string fetched at entry).
+
+Errors that need the machine are raised here, as the kernel raises them at
+registration: an unknown symbol (``BAD_PROBE_ADDR``), a return probe not at a
+function's entry (``BAD_RETPROBE``), a probe inside an instruction
+(``BAD_INSN_BNDRY``), an unknown ``@SYM`` or a refused address (``FAIL_REG_PROBE``).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+from typing import Any
+
+from emu import Machine
+from emu._memory import PROT_X
+
+from .._errors import ProbeError
+from .._kprobe import Kprobe
+from .._kretprobe import Kretprobe, KretprobeInstance
+from .._regs import PtRegs
+from .._report import stack_trace
+from ._errors import ParseError
+from ._event import Event
+from ._fetch import FetchContext, Fetcher, compile_arg, format_value
+from ._parse import check_append, parse
+from ._types import ProbeSpec
+
+__all__ = ["attach", "EventHandle", "Sink", "CLOCKS", "DEFAULT_MAXACTIVE"]
+
+Sink = Callable[[Event], Any]
+CLOCKS = ("virtual", "host")
+DEFAULT_MAXACTIVE = 0          # 0: the kretprobe's default (the kernel's max(10, 2 * NR_CPUS))
+_EXT_KEY = "probes.events"
+
+
+class EventHandle:
+    """One attached probe event; :meth:`detach` removes it.
+
+    Attributes:
+        spec: the parsed line.
+        hits: times the probe was hit (the kernel's ``nhit``), missed ones included.
+        missed: hits that made no event (no free instance, or inside a handler).
+    """
+
+    def __init__(self, m: Machine, spec: ProbeSpec, probe: Kprobe | Kretprobe) -> None:
+        self.m = m
+        self.spec = spec
+        self.probe = probe
+        self.events = 0               # events made
+        self.entries = 0              # a return probe's entries that took an instance
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.group}/{self.spec.event}"
+
+    @property
+    def missed(self) -> int:
+        p = self.probe
+        if isinstance(p, Kretprobe):
+            return p.nmissed + p.kp.nmissed
+        return p.nmissed
+
+    @property
+    def hits(self) -> int:
+        p = self.probe
+        if isinstance(p, Kretprobe):
+            return self.entries + p.nmissed + p.kp.nmissed
+        return self.events + p.nmissed
+
+    def detach(self) -> None:
+        """Unregister the probe; a call in flight still returns right, with no event."""
+        from .._api import unregister_kprobe, unregister_kretprobe
+
+        if isinstance(self.probe, Kretprobe):
+            unregister_kretprobe(self.m, self.probe)
+        else:
+            unregister_kprobe(self.m, self.probe)
+        registry = _registry(self.m)
+        key = (self.spec.group, self.spec.event)
+        if self in registry.get(key, []):
+            registry[key].remove(self)
+            if not registry[key]:
+                del registry[key]
+
+    def __repr__(self) -> str:
+        return f"<EventHandle {self.name} {self.spec._line!r} hits={self.hits} missed={self.missed}>"
+
+
+def _registry(m: Machine) -> dict[tuple[str | None, str], list[EventHandle]]:
+    return m.extensions.setdefault(_EXT_KEY, {})
+
+
+def attached(m: Machine) -> list[EventHandle]:
+    """Every event attached to ``m``, in attach order per event."""
+    return [h for handles in _registry(m).values() for h in handles]
+
+
+def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxactive: int | None = None,
+           stack: bool = False) -> EventHandle:
+    """Attach the probe event ``line`` to ``m``: each hit calls ``sink(Event)``.
+
+    Args:
+        m: the machine (probes on ``OBJECT:SYM`` wait for the object to be mapped).
+        line: a ``kprobe_events`` line (``p:grp/ev SYM[+offs] args``, ``r...``, ``-:grp/ev``).
+        sink: called with one :class:`Event` per hit.
+        clock: ``"virtual"`` (instructions retired, 1 ns each: sets ``m.exact_clock``)
+            or ``"host"`` (the host's monotonic clock).
+        maxactive: a return probe's instances when the line names no ``rN`` (None:
+            the kernel's default).
+        stack: give each event a ``stack`` attribute (return addresses, innermost
+            first, as :func:`probes.stack_trace` finds them).
+
+    Returns:
+        The handle (for a ``-:`` line, the detached one).
+
+    Raises:
+        ParseError: the kernel's error code and column, from the text or the machine.
+        ProbeError: a ``-:`` line names no attached event (ENOENT).
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    spec = parse(line)
+    if spec.kind == "-":
+        return _delete(m, spec)
+    registry = _registry(m)
+    check_append([h.spec for h in registry.get((spec.group, spec.event), [])], spec)
+    fetchers = [compile_arg(arg, spec.kind) for arg in spec.args]
+    _check_machine(m, spec, fetchers)
+    if clock == "virtual":
+        m.exact_clock = True
+    now = m.now if clock == "virtual" else time.monotonic_ns
+    build = _Builder(m, spec, fetchers, sink, now, stack)
+    handle = build.register(maxactive)
+    registry.setdefault((spec.group, spec.event), []).append(handle)
+    return handle
+
+
+def _delete(m: Machine, spec: ProbeSpec) -> EventHandle:
+    registry = _registry(m)
+    for (group, event), handles in list(registry.items()):
+        if (spec.group is None or spec.group == group) and (not spec.event or spec.event == event):
+            last = handles[-1]
+            for h in list(handles):
+                h.detach()
+            return last
+    raise ProbeError(errno.ENOENT, f"no probe event {spec.group or '*'}/{spec.event or '*'} is attached")
+
+
+def _check_machine(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher]) -> None:
+    """The kernel's registration-time errors, placed in the line as it places them."""
+    where = spec._cols[1] if len(spec._cols) > 1 else 0
+    for i, f in enumerate(fetchers):
+        for name in f.symbols:
+            if ":" not in name and m.symbols.get_symbol(name) is None:
+                raise ParseError("FAIL_REG_PROBE", spec._cols[i + 2] if len(spec._cols) > i + 2 else 0,
+                                 spec._line)
+    if spec.symbol is not None and ":" in spec.symbol and m.symbols.get_symbol(spec.symbol) is None:
+        return                     # OBJECT:SYM, pending until the object is mapped
+    if spec.symbol is not None:
+        sym = m.symbols.get_symbol(spec.symbol)
+        if sym is None:
+            raise ParseError("BAD_PROBE_ADDR", where, spec._line)
+        addr = sym.addr + spec.offset
+    else:
+        assert spec.addr is not None
+        addr = spec.addr
+    region = m.mem.region_at(addr)
+    if region is None or not region.perms & PROT_X:
+        raise ParseError("BAD_PROBE_ADDR" if spec.symbol is None else "FAIL_REG_PROBE", where, spec._line)
+    if spec.is_return:
+        func = m.symbols.lookup(addr)
+        if func is None or func.addr != addr:
+            raise ParseError("BAD_RETPROBE", where, spec._line)
+
+
+class _Builder:
+    """The handlers of one event."""
+
+    def __init__(self, m: Machine, spec: ProbeSpec, fetchers: list[Fetcher], sink: Sink,
+                 now: Callable[[], int], stack: bool) -> None:
+        self.m, self.spec, self.fetchers, self.sink, self.now = m, spec, fetchers, sink, now
+        self.stack = stack
+        self.entry_fetchers = [f for f in fetchers if f.needs_entry]
+        self.handle: EventHandle | None = None
+        # Per instance: (entry ts, function address, captured values). Instances are
+        # preallocated and reused, so this holds at most maxactive entries.
+        self.entries: dict[KretprobeInstance, tuple[int, int, dict[str, Any]]] = {}
+
+    def register(self, maxactive: int | None) -> EventHandle:
+        from .._api import register_kprobe, register_kretprobe
+
+        spec = self.spec
+        where = spec._cols[1] if len(spec._cols) > 1 else 0
+        probe: Kprobe | Kretprobe
+        if spec.is_return:
+            probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, handler=self._on_return,
+                              entry_handler=self._on_entry,
+                              maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
+        else:
+            probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
+                           offset=spec.offset, pre_handler=self._on_hit)
+        self.handle = EventHandle(self.m, spec, probe)
+        try:
+            if isinstance(probe, Kretprobe):
+                register_kretprobe(self.m, probe)
+            else:
+                register_kprobe(self.m, probe)
+        except ProbeError as exc:
+            code = {errno.EILSEQ: "BAD_INSN_BNDRY", errno.ENOENT: "BAD_PROBE_ADDR"}.get(
+                exc.errno or 0, "FAIL_REG_PROBE")
+            raise ParseError(code, where, spec._line) from exc
+        return self.handle
+
+    # --- the hit paths ------------------------------------------------------------------------
+    def _context(self, regs: PtRegs) -> FetchContext:
+        m = self.m
+        return FetchContext(regs=regs, read=m.read, symbolize=m.symbolize, resolve=m.resolve,
+                            comm=m.current_task.comm)
+
+    def _emit(self, ts: int, kind: str, addr: int, values: list[Any], regs: PtRegs, *,
+              caller: int | None = None, entry_ts: int | None = None) -> None:
+        m, spec, fetchers = self.m, self.spec, self.fetchers
+        task = m.current_task
+        args = {f.name: v for f, v in zip(fetchers, values, strict=True)}
+        func = m.symbols.lookup(addr)
+        ev = Event(ts, task.tid, task.comm, spec.group or "kprobes", spec.event, kind,
+                   m.symbolize(addr), m.symbolize(caller) if caller is not None else None, args,
+                   entry_ts=entry_ts,
+                   texts=lambda: [f"{f.name}={format_value(f, v)}" for f, v in zip(fetchers, values,
+                                                                                   strict=True)],
+                   ip_text=_with_size(m, addr), caller_text=_with_size(m, caller) if caller else "",
+                   func=func.name if func is not None else f"{addr:#x}")
+        if self.stack:
+            ev.stack = stack_trace(m, regs)
+        assert self.handle is not None
+        self.handle.events += 1
+        self.sink(ev)
+
+    def _on_hit(self, kp: Kprobe, regs: PtRegs) -> int:
+        ts = self.now()
+        ctx = self._context(regs)
+        values = [f.fetch(ctx) for f in self.fetchers]
+        self._emit(ts, "p", regs.rip, values, regs)
+        return 0
+
+    def _on_entry(self, ri: KretprobeInstance, regs: PtRegs) -> int:
+        assert self.handle is not None
+        self.handle.entries += 1
+        ctx = self._context(regs)
+        captured = {f.name: f.capture(ctx) for f in self.entry_fetchers}
+        self.entries[ri] = (self.now(), regs.rip, captured)
+        return 0
+
+    def _on_return(self, ri: KretprobeInstance, regs: PtRegs) -> None:
+        ts = self.now()
+        entry_ts, func_addr, captured = self.entries.get(ri, (ts, 0, {}))
+        ctx = self._context(regs)
+        ctx.entry = captured
+        ctx.duration_ns = ts - entry_ts
+        values = [f.fetch(ctx) for f in self.fetchers]
+        self._emit(ts, "r", func_addr or (ri.rp.addr or 0), values, regs, caller=regs.rip,
+                   entry_ts=entry_ts)
+
+
+def _with_size(m: Machine, addr: int | None) -> str:
+    """``%pS``: ``sym+0xoff/0xsize``."""
+    if addr is None:
+        return ""
+    sym = m.symbols.lookup(addr)
+    if sym is None:
+        return f"{addr:#x}"
+    return f"{sym.name}+{addr - sym.addr:#x}/{sym.size:#x}"
+
+
+def parse_and_check(m: Machine, line: str) -> ProbeSpec:
+    """Parse ``line`` and raise the machine's errors too, without attaching."""
+    spec = parse(line)
+    if spec.kind != "-":
+        _check_machine(m, spec, [compile_arg(a, spec.kind) for a in spec.args])
+    return spec
