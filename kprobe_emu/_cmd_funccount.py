@@ -12,7 +12,7 @@ from emu import Machine
 from probes.events import Event
 
 from ._hist import format_funccount
-from ._tools import add_tool_options, attach_line, match_functions, run_tool
+from ._tools import add_tool_options, attach_line, event_name, for_each_function, run_tool
 from .cli import command
 
 
@@ -25,11 +25,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     def attach_all(m: Machine, out: IO[str]) -> Callable[[], None]:
         counts: Counter[str] = Counter()
-        names = match_functions(m, args.pattern, args.regexp)
-        for i, name in enumerate(names):
-            def sink(ev: Event, name: str = name) -> None:
+        names: list[str] = []
+
+        def attach_one(name: str) -> None:
+            def sink(ev: Event) -> None:
                 counts[name] += 1
-            attach_line(m, f"p:funccount/f{i} {name}", sink, args)
+            attach_line(m, f"p:funccount/{event_name(name)} {name}", sink, args)
+            names.append(name)
+        for_each_function(m, args.pattern, args.regexp, attach_one)
 
         def report() -> None:
             out.write(format_funccount({n: counts[n] for n in names if counts[n]}))

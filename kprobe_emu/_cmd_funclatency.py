@@ -18,7 +18,7 @@ from emu import Machine
 from probes.events import Event
 
 from ._hist import format_log2_hist, log2_slot
-from ._tools import add_tool_options, attach_line, match_functions, run_tool
+from ._tools import add_tool_options, attach_line, event_name, for_each_function, run_tool
 from .cli import command
 
 _UNITS = {None: ("nsecs", 1), "u": ("usecs", 1000), "m": ("msecs", 1_000_000)}
@@ -43,16 +43,20 @@ def _run(args: argparse.Namespace) -> int:
         hists: dict[str, Counter[int]] = {}
         totals: Counter[str] = Counter()
         calls: Counter[str] = Counter()
-        names = match_functions(m, args.pattern, args.regexp)
+        names: list[str] = []
         handles = []
-        for i, name in enumerate(names):
-            def sink(ev: Event, name: str = name) -> None:
+
+        def attach_one(name: str) -> None:
+            def sink(ev: Event) -> None:
                 ns = ev.args["d"]
                 key = name if args.function else ""
                 hists.setdefault(key, Counter())[log2_slot(ns // div)] += 1
                 totals[name] += ns
                 calls[name] += 1
-            handles.append(attach_line(m, f"r:funclatency/f{i} {name} d=$duration:u64", sink, args))
+            handles.append(attach_line(m, f"r:funclatency/{event_name(name)} {name} d=$duration:u64",
+                                       sink, args))
+            names.append(name)
+        for_each_function(m, args.pattern, args.regexp, attach_one)
 
         def report() -> None:
             for key in sorted(hists, key=lambda k: names.index(k) if k in names else -1):

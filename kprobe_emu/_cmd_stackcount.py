@@ -13,7 +13,7 @@ from emu import Machine
 from probes.events import Event
 
 from ._hist import format_folded, format_stacks
-from ._tools import add_tool_options, attach_line, match_functions, run_tool
+from ._tools import add_tool_options, attach_line, event_name, for_each_function, run_tool
 from .cli import command
 
 
@@ -32,8 +32,9 @@ def _run(args: argparse.Namespace) -> int:
             frames = [m.symbolize(a) for a in ev.stack or ()]
             # bcc shows function names, not offsets: one line per frame's function.
             stacks[tuple(f.split("+", 1)[0] for f in frames)] += 1
-        for i, name in enumerate(match_functions(m, args.func, args.regexp)):
-            attach_line(m, f"p:stackcount/f{i} {name}", sink, args, stack=True)
+        def attach_one(name: str) -> None:
+            attach_line(m, f"p:stackcount/{event_name(name)} {name}", sink, args, stack=True)
+        for_each_function(m, args.func, args.regexp, attach_one)
 
         def report() -> None:
             out.write(format_folded(stacks.items()) if args.folded else format_stacks(stacks))

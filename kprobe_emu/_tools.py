@@ -25,7 +25,8 @@ from probes.events import Event, EventHandle, ParseError, attach, attached, form
 
 from ._cmd_run import add_program_options, add_seed_option, load_program, run_program
 
-__all__ = ["add_tool_options", "run_tool", "Attacher", "match_functions", "TOOL_MAXACTIVE"]
+__all__ = ["add_tool_options", "run_tool", "Attacher", "event_name", "for_each_function", "match_functions",
+           "TOOL_MAXACTIVE"]
 
 TOOL_MAXACTIVE = 4096          # deep recursion must not miss (-M N to change)
 USAGE = 2
@@ -92,25 +93,65 @@ def attach_line(m: Machine, line: str, sink: Callable[[Event], Any], args: argpa
 
 
 def match_functions(m: Machine, pattern: str, regex: bool) -> list[str]:
-    """The function symbols ``pattern`` names (a glob, or a regex with ``regex``), in
-    address order. ``OBJECT:SYM`` without wildcards is kept as is (it may be pending)."""
-    if not regex and ":" in pattern and not any(c in pattern for c in "*?["):
-        return [pattern]
+    """The function symbols ``pattern`` names now (a glob, or a regex with ``regex``),
+    in address order. ``OBJECT:SYM`` without wildcards is kept as is (it may be pending).
+
+    Raises:
+        ToolError: a bad pattern, or nothing matches (and nothing can match later).
+    """
+    found = _matching(m, pattern, regex)
+    if not found and not _names_an_object(pattern, regex):
+        raise ToolError(f"no function matches {pattern!r}")
+    return found
+
+
+def for_each_function(m: Machine, pattern: str, regex: bool, attach_one: Callable[[str], None]) -> None:
+    """``attach_one(name)`` for each function ``pattern`` matches: now, and for an
+    ``OBJECT:GLOB`` pattern also in objects the program maps later (a library)."""
+    done: set[str] = set()
+
+    def visit(names: list[str]) -> None:
+        for name in names:
+            if name not in done:
+                done.add(name)
+                attach_one(name)
+    visit(match_functions(m, pattern, regex))
+    if _names_an_object(pattern, regex):
+        rx = _compile(pattern, regex)
+        m.on_object_mapped.append(lambda obj: visit(
+            [n for n in _matching(m, pattern, regex, rx) if n.startswith(f"{obj.name}:")]))
+
+
+def _names_an_object(pattern: str, regex: bool) -> bool:
+    return ":" in pattern and (regex or any(c in pattern for c in "*?["))
+
+
+def _compile(pattern: str, regex: bool) -> re.Pattern[str]:
     try:
-        rx = re.compile(pattern if regex else fnmatch.translate(pattern))
+        return re.compile(pattern if regex else fnmatch.translate(pattern))
     except re.error as exc:
         raise ToolError(f"bad pattern {pattern!r}: {exc}") from None
+
+
+def _matching(m: Machine, pattern: str, regex: bool, rx: re.Pattern[str] | None = None) -> list[str]:
+    if not regex and ":" in pattern and not any(c in pattern for c in "*?["):
+        return [pattern]
+    rx = rx or _compile(pattern, regex)
     found = []
     for name in m.symbols:
         sym = m.symbols.get_symbol(name)
-        if sym is None or not rx.fullmatch(name):
+        if sym is None or not sym.size or not rx.fullmatch(name):
             continue
         region = m.mem.region_at(sym.addr)
-        if region is not None and region.perms & PROT_X and sym.size:
+        if region is not None and region.perms & PROT_X:
             found.append((sym.addr, name))
-    if not found:
-        raise ToolError(f"no function matches {pattern!r}")
     return [name for _, name in sorted(found)]
+
+
+def event_name(func: str) -> str:
+    """A valid event name for a function (``libc.so.6:malloc`` -> ``libc_so_6_malloc``)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", func)
+    return name if name[:1].isalpha() or name[:1] == "_" else f"_{name}"
 
 
 def _ticker(m: Machine) -> Callable[[], None]:

@@ -54,3 +54,27 @@ def test_the_concurrency_example_prints_what_it_promises(capsys) -> None:
     exec(compile(example.group(1), "README.md concurrency", "exec"), {})
     assert capsys.readouterr().out == "[144, 144, 144, 144]\nTrue 0 True\n"
 
+
+
+def test_the_tracing_one_liners_run(tmp_path, monkeypatch, capfd) -> None:
+    """Every `kprobe-emu` line of the Tracing section runs: no usage error, no
+    fault, and each ends with its kprobe_profile summary on stderr."""
+    import shlex
+
+    from kprobe_emu.cli import main
+    from tests.guests import guest_bin
+
+    bin_dir = guest_bin()
+    section = README.read_text().split("## Tracing\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "README.md lost the tracing one-liners"
+    lines = [ln for ln in block.group(1).splitlines() if ln.startswith("kprobe-emu ")]
+    assert len(lines) >= 8
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = [a.replace("guest/bin/", f"{bin_dir}/") for a in shlex.split(line)[1:]]
+        status = main(argv)
+        err = capfd.readouterr().err
+        assert status not in (2, 124, 139) and "Traceback" not in err, (line, status, err)
+        assert err.strip().splitlines()[-1].split()[-2:][0].isdigit(), (line, err)
+    assert (tmp_path / "fib.json").stat().st_size > 0
