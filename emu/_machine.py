@@ -368,8 +368,9 @@ class Machine:
 
     def now(self) -> int:
         """The virtual clock in ns (one instruction retired under the scheduler, one
-        ns), exact inside a hook when the run counts (:attr:`exact_clock`)."""
-        if self.sched is None:
+        ns), exact inside a hook when the run counts (:attr:`exact_clock`: every
+        run, call or scheduled; a counted scheduler slice otherwise)."""
+        if self._depth == 0:
             return self.clock
         return self.clock + self.engine.in_flight()
 
@@ -552,11 +553,13 @@ class Machine:
         self._fault = None
         self._fault_addr = None
         count = self.max_insns or 0
-        if inherit and self.engine.counting and not count:
+        if (inherit and self.engine.counting or self.exact_clock) and not count:
             count = UNLIMITED
         timeout_us = int(self.timeout * 1e6) if self.timeout else 0
         started = time.monotonic()
         error = self.engine.start(begin, until, timeout_us, count)
+        if not inherit:
+            self.clock += self.engine.retired(count)   # an outermost call's time
         aborted = self._take_abort()
         if aborted is not None:
             raise aborted
