@@ -13,8 +13,9 @@ STARS_MAX = 40
 
 
 def log2_slot(value: int) -> int:
-    """bcc's ``bpf_log2l``: 0 for 0, else ``floor(log2(value)) + 1``."""
-    return value.bit_length() if value > 0 else 0
+    """bcc's ``bpf_log2l`` (helpers.h): ``floor(log2(value)) + 1``, and 1 for 0, so
+    0 and 1 share the ``0 -> 1`` row."""
+    return value.bit_length() if value > 0 else 1
 
 
 def _stars(val: int, val_max: int, width: int) -> str:

@@ -49,7 +49,8 @@ class EventHandle:
 
     Attributes:
         spec: the parsed line.
-        hits: times the probe was hit (the kernel's ``nhit``), missed ones included.
+        hits: events made (the kernel's ``nhit``: ``kprobe_dispatcher`` and
+            ``kretprobe_dispatcher`` count the hits that reach them).
         missed: hits that made no event (no free instance, or inside a handler).
     """
 
@@ -73,10 +74,9 @@ class EventHandle:
 
     @property
     def hits(self) -> int:
-        p = self.probe
-        if isinstance(p, Kretprobe):
-            return self.entries + p.nmissed + p.kp.nmissed
-        return self.events + p.nmissed
+        """The kernel's ``nhit``: hits that reached the event's handler (a return
+        probe's returns), the ``kprobe_profile`` hits column; misses are apart."""
+        return self.events
 
     def detach(self) -> None:
         """Unregister the probe; a call in flight still returns right, with no event."""
@@ -147,14 +147,28 @@ def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxacti
 
 
 def _delete(m: Machine, spec: ProbeSpec) -> EventHandle:
+    """``dyn_event_release``: every event the line matches (``-:GRP/`` all of a
+    group, ``-:EV`` that name in any group), and with ``SYM [ARGS]`` after the name
+    only the events whose probe and arguments begin so
+    (``trace_kprobe_match_command_head``)."""
     registry = _registry(m)
+    matched: list[EventHandle] = []
     for (group, event), handles in list(registry.items()):
         if (spec.group is None or spec.group == group) and (not spec.event or spec.event == event):
-            last = handles[-1]
-            for h in list(handles):
-                h.detach()
-            return last
-    raise ProbeError(errno.ENOENT, f"no probe event {spec.group or '*'}/{spec.event or '*'} is attached")
+            matched += [h for h in handles if _head_matches(h.spec, spec._match)]
+    if not matched:
+        raise ProbeError(errno.ENOENT,
+                         f"no probe event {spec.group or '*'}/{spec.event or '*'} is attached")
+    for h in matched:
+        h.detach()
+    return matched[-1]
+
+
+def _head_matches(spec: ProbeSpec, head: tuple[str, ...]) -> bool:
+    if not head:
+        return True
+    words = spec._line.split()[1:]         # the probe point, then each argument
+    return tuple(words[:len(head)]) == head
 
 
 def _check_machine(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher]) -> None:

@@ -4,8 +4,8 @@
 ``Event`` holds exactly the fields the JSON output shows. The text form is
 ``trace_pipe``'s line without the irq-flags column::
 
-            fib-1       [000]     0.000123: p_fib_0: (fib+0x0/0x2e) n=0xa
-            fib-1       [000]     0.000456: r_fib_0: (main+0x35/0x60 <- fib) ret=0x37
+            fib-1       [000]      0.000123: p_fib_0: (fib+0x0/0x2e) n=0xa
+            fib-1       [000]      0.000456: r_fib_0: (main+0x35/0x60 <- fib) ret=0x37
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class Event:
 
 def format_event(ev: Event) -> str:
     """The event's ``trace_pipe`` line (with its newline)."""
-    sec, ns = divmod(ev.ts, 1_000_000_000)
-    head = f"{ev.comm:>16}-{ev.tid:<7} [{ev.cpu:03d}] {sec:5d}.{ns // 1000:06d}: {ev.name}: "
+    sec, usec = divmod((ev.ts + 500) // 1000, 1_000_000)      # ns2usecs rounds
+    head = f"{ev.comm:>16}-{ev.tid:<7} [{ev.cpu:03d}]  {sec:5d}.{usec:06d}: {ev.name}: "
     where = f"({ev._caller_text} <- {ev._func})" if ev.kind == "r" else f"({ev._ip_text})"
     texts = ev._texts() if ev._texts is not None else [f"{k}={v}" for k, v in ev.args.items()]
     return head + where + "".join(" " + t for t in texts) + "\n"
