@@ -7,6 +7,12 @@ as the kernel's ``mmap`` would), set the program break after the executable,
 build the initial stack (:mod:`emu._initstack`), clear the registers
 (``ELF_PLAT_INIT``) and start the syscall layer. The interpreter then maps the
 shared libraries itself, through the guest's ``openat`` and ``mmap``.
+
+What it reads is bounded: regular files of at most ``MAX_ELF_SIZE`` bytes
+(:func:`emu._elfhdr.read_elf_bytes`), an interpreter only from the system
+library directories or under ``fs_root`` (any other ``PT_INTERP`` is "not
+allowed", whether or not it exists), and an image that fits the machine's
+``mem_limit``.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from unicorn.x86_const import (
 )
 
 from ._elfhdr import ET_DYN, ET_EXEC, PF_R, PF_W, PF_X, ElfFile, read_elf
-from ._errors import LoadError
+from ._errors import EmuError, LoadError
 from ._initstack import ProcessImage, build_stack
 from ._memory import PROT_R, PROT_RW, PROT_W, PROT_X, Memory, Region, page_down, page_up
 from ._objects import EXE, INTERP
 from ._regtable import NR_FAST, RIP, RSP
-from .linux import AddressSpace, FsPolicy, Kernel
+from .linux import SYSTEM_LIBRARY_DIRS, AddressSpace, FsPolicy, Kernel, KernelError
+from .linux._files import InputFile, Stdin
 
 if TYPE_CHECKING:
     from ._machine import Machine
@@ -47,39 +54,43 @@ Env = Mapping[str, str] | Sequence[str] | None
 
 
 def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = None,
-                 env: Env = None, stdin: bytes = b"", fs_root: str | None = None,
+                 env: Env = None, stdin: Stdin = b"", fs_root: str | None = None,
                  fs_writable: bool = False, seed: int = 0) -> Kernel:
     """Load the program at ``path`` into the fresh machine ``m``, ready to run.
 
+    Args:
+        stdin: the bytes its standard input holds, or a binary stream read when
+            the guest reads.
+
     Raises:
-        LoadError: the program or its interpreter is missing, unreadable,
-            truncated, not x86-64 ELF, or does not fit the address space.
+        LoadError: the program or its interpreter is missing, unreadable, not a
+            regular file, too big, truncated, not x86-64 ELF, not allowed (an
+            interpreter outside the library directories and ``fs_root``), or does
+            not fit the address space or ``mem_limit``.
     """
     exe = read_elf(path)
-    interp = _read_interp(path, exe)
-    stack = _process_stack(m)
-    files = (path,) if interp is None else (path, interp.path)
     try:
-        policy = FsPolicy(fs_root, fs_writable, files=files)
+        policy = FsPolicy(fs_root, fs_writable, files=(path,))
     except OSError as exc:
         raise LoadError(str(exc)) from None
-    mm = AddressSpace(m.mem, stack.start - _MMAP_GAP)
-    exe_base = PIE_BASE if exe.e_type == ET_DYN else 0
-    map_image(m.mem, exe, exe_base, os.path.abspath(path))
-    mm.brk_start = mm.brk = page_up(exe.high + exe_base)
-    interp_base = 0
-    if interp is not None:
-        interp_base = mm.find_free(page_up(interp.high) - interp.low) - interp.low
-        map_image(m.mem, interp, interp_base, interp.path)
-    k = Kernel(m, policy, mm, stdin=stdin, exe_path=os.path.realpath(path), seed=seed)
+    interp = _read_interp(path, exe, policy)
+    try:
+        mm, exe_base, interp_base = _map_program(m, path, exe, interp)
+    except LoadError:
+        raise
+    except (EmuError, KernelError) as exc:      # over mem_limit, or no room left
+        reason = str(exc) if isinstance(exc, EmuError) else "no room in the address space"
+        raise LoadError(f"{path}: cannot map the program: {reason}") from None
+    k = Kernel(m, policy, mm, exe_path=os.path.realpath(path), seed=seed)
+    k.files.install(InputFile(stdin), 0)        # bytes, or a host stream read on demand
     m.objects.add_object(exe, path, exe_base, EXE)
     if interp is not None:
         m.objects.add_object(interp, interp.path, interp_base, INTERP)
     phdr = exe.phdr_vaddr + exe_base if exe.phdr_vaddr is not None else 0
     image = ProcessImage(phdr=phdr, phnum=exe.phnum, entry=exe.entry + exe_base, interp_base=interp_base,
                          uid=k.uid, gid=k.gid)
-    sp = build_stack(m.mem, stack.end - _CALL_SCRATCH, _argv(path, argv), _env(env), os.fsencode(path), image,
-                     k.rng.randbytes(16))
+    sp = build_stack(m.mem, m.tasks[0].stack.end - _CALL_SCRATCH, _argv(path, argv), _env(env),
+                     os.fsencode(path), image, k.rng.randbytes(16))
     k.entry = interp.entry + interp_base if interp is not None else image.entry
     _initial_registers(m, sp, k.entry)
     m.tasks[0].context = m._uc.context_save()
@@ -88,11 +99,32 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
     return k
 
 
-def _read_interp(path: str, exe: ElfFile) -> ElfFile | None:
+def _map_program(m: Machine, path: str, exe: ElfFile,
+                 interp: ElfFile | None) -> tuple[AddressSpace, int, int]:
+    """Map the stack, the executable and its interpreter; the address space and both biases."""
+    stack = _process_stack(m)
+    mm = AddressSpace(m.mem, stack.start - _MMAP_GAP)
+    exe_base = PIE_BASE if exe.e_type == ET_DYN else 0
+    map_image(m.mem, exe, exe_base, os.path.abspath(path))
+    mm.brk_start = mm.brk = page_up(exe.high + exe_base)
+    interp_base = 0
+    if interp is not None:
+        interp_base = mm.find_free(page_up(interp.high) - interp.low) - interp.low
+        map_image(m.mem, interp, interp_base, interp.path)
+    return mm, exe_base, interp_base
+
+
+def _read_interp(path: str, exe: ElfFile, policy: FsPolicy) -> ElfFile | None:
+    """The ``PT_INTERP`` interpreter, from an allowed place only: a denied path is
+    refused before anything looks at it, so the message tells nothing about it."""
     if exe.interp is None:
         return None
+    shown = exe.interp if exe.interp.isprintable() else repr(exe.interp)
+    if not policy.allows_code(os.path.realpath(exe.interp)):
+        raise LoadError(f"{path}: interpreter {shown} (PT_INTERP) is not allowed: not found under the "
+                        f"system library directories ({', '.join(SYSTEM_LIBRARY_DIRS)}) or --fs-root")
     if not os.path.exists(exe.interp):
-        raise LoadError(f"{path}: interpreter {exe.interp} (PT_INTERP) not found")
+        raise LoadError(f"{path}: interpreter {shown} (PT_INTERP) not found")
     interp = read_elf(exe.interp)
     if interp.e_type != ET_DYN or interp.interp is not None:
         raise LoadError(f"{path}: interpreter {exe.interp} is not a self-contained shared object")

@@ -4,16 +4,22 @@ Only what a loader needs (``fs/binfmt_elf.c``: ``load_elf_binary``,
 ``elf_check_arch``, ``load_elf_phdrs``). Every problem is one
 :class:`~emu.LoadError` that names the file and what is wrong with it.
 Symbols are read elsewhere (:mod:`emu._objects`, with pyelftools).
+
+Only regular files of at most :data:`MAX_ELF_SIZE` bytes are read, and a file
+without the ELF magic is not read further: a device (``/dev/zero``), a FIFO
+(opened without waiting for a writer) or a huge file is refused at once.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass
 
 from ._errors import LoadError
 
-__all__ = ["ElfFile", "Segment", "read_elf", "parse_elf",
+__all__ = ["ElfFile", "Segment", "read_elf", "read_elf_bytes", "parse_elf", "MAX_ELF_SIZE",
            "ET_EXEC", "ET_DYN", "PT_LOAD", "PT_INTERP", "PT_PHDR", "PF_X", "PF_W", "PF_R"]
 
 # e_ident, e_type, e_machine (elf.h names)
@@ -32,6 +38,10 @@ _PHDR = struct.Struct("<IIQQQQQQ")           # Elf64_Phdr, 56 bytes
 _ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 _CLASS_NAMES = {ELFCLASS32: "32-bit (ELFCLASS32)", ELFCLASS64: "64-bit"}
 _MAX_PHNUM = 4096
+MAX_ELF_SIZE = 1 << 30        # the largest executable, interpreter or library read
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
 @dataclass(frozen=True)
@@ -87,12 +97,47 @@ def read_elf(path: str) -> ElfFile:
     Raises:
         LoadError: the file cannot be read, or is not a loadable x86-64 ELF.
     """
+    return parse_elf(path, read_elf_bytes(path))
+
+
+def read_elf_bytes(path: str, limit: int = MAX_ELF_SIZE) -> bytes:
+    """The bytes of the ELF file at ``path``: a regular file of at most ``limit``
+    bytes that starts with the ELF magic.
+
+    Raises:
+        LoadError: anything else, or the file cannot be read.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        _check_regular(path, os.stat(path).st_mode)     # a device is not even opened
+        fd = os.open(path, _OPEN_FLAGS)     # O_NONBLOCK: a FIFO does not wait for a writer
     except OSError as exc:
         raise LoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_elf(path, data)
+    try:
+        st = os.fstat(fd)
+        _check_regular(path, st.st_mode)
+        if st.st_size > limit:
+            raise LoadError(f"{path}: {st.st_size} bytes is too big to load (the limit is {limit})")
+        if os.pread(fd, len(ELFMAG), 0) != ELFMAG:
+            raise LoadError(f"{path}: not an ELF file (no \\x7fELF magic)")
+        chunks = []
+        size = 0
+        while size < st.st_size:
+            chunk = os.pread(fd, st.st_size - size, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _check_regular(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+        raise LoadError(f"{path}: cannot read: not a regular file ({kind})")
 
 
 def parse_elf(path: str, data: bytes) -> ElfFile:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 from typing import Any
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
+from unicorn.unicorn_const import UC_QUERY_TIMEOUT
 
 from ._regtable import MASK64
 
@@ -79,6 +81,13 @@ class Engine:
         self._cells = _counter_cells(uc)      # (emu_counter, emu_count) or None
         self.counting = False                 # the count hook is live
         self.cut_requested = False            # cut() stopped the last run on purpose
+        # Ctrl-C (emu._interrupt): set by the watchdog thread; no start while set.
+        # _gate orders the watchdog's stops against starts, so a stop reaches a
+        # run in progress (_active: nesting depth) or, late, a finished one (a
+        # no-op), never a later run: that one would not start while interrupted.
+        self.interrupted = False
+        self._active = 0
+        self._gate = threading.Lock()
 
     @property
     def has_counter(self) -> bool:
@@ -86,16 +95,39 @@ class Engine:
         return self._cells is not None
 
     def start(self, begin: int, until: int, timeout_us: int, count: int) -> UcError | None:
-        """One ``emu_start``; the error it raised, if any."""
-        if count and not self.counting:
-            self._uc.ctl_flush_tb()  # type: ignore[attr-defined]
-        self.counting = bool(count)
-        self.cut_requested = False
+        """One ``emu_start``; the error it raised, if any.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C stopped the run this start belongs to
+                (nothing ran).
+        """
+        with self._gate:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self._active += 1
         try:
+            if count and not self.counting:
+                self._uc.ctl_flush_tb()  # type: ignore[attr-defined]
+            self.counting = bool(count)
+            self.cut_requested = False
             self._uc.emu_start(begin, until, timeout_us, count)
         except UcError as exc:
             return exc
+        finally:
+            self._active -= 1
         return None
+
+    def stop_if_running(self) -> bool:
+        """From another thread: stop the ``emu_start`` in progress, if any (True)."""
+        with self._gate:
+            if self._active:
+                self._uc.emu_stop()
+                return True
+            return False
+
+    def timed_out(self) -> bool:
+        """The last start ended by its own ``timeout`` (Unicorn's flag, exact)."""
+        return bool(self._uc.query(UC_QUERY_TIMEOUT))
 
     def retired(self, count: int) -> int:
         """Instructions the last counted start retired (``count`` when the counter

@@ -12,19 +12,22 @@
 
 from __future__ import annotations
 
-import time
+import ctypes
+import struct
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
 from unicorn import unicorn_const as _uc
-from unicorn.x86_const import UC_X86_REG_FPCW, UC_X86_REG_MXCSR, UC_X86_REG_RIP
+from unicorn.x86_const import UC_X86_INS_SYSENTER, UC_X86_REG_FPCW, UC_X86_REG_MXCSR, UC_X86_REG_RIP
 
 from ._asm import assemble
 from ._cpu import Cpu
 from ._engine import UNLIMITED, Engine
 from ._errors import EmuError, GuestFault, SymbolNotFound
-from ._memory import PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, Region, page_up
+from ._interrupt import Owner, check_max_insns, check_timeout, check_timeslice, unwatch, watch
+from ._memory import DEFAULT_MEM_LIMIT, PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, Region, page_up
 from ._objects import ObjectTable
 from ._regtable import ARG_REGS, FAST_NAMES, MASK64, RAX, RBP, RIP, RSP, UC_ID, to_signed64
 from ._sched import Scheduler
@@ -37,9 +40,27 @@ from ._unwind import unwind
 if TYPE_CHECKING:
     from .linux import Kernel
 
-__all__ = ["Machine", "DEFAULT_MAX_INSNS"]
+__all__ = ["Machine", "DEFAULT_MAX_INSNS", "MAX_CALL_DEPTH"]
 
 DEFAULT_MAX_INSNS = 100_000_000
+# call() from hooks nests emu_start; Unicorn 2.1 crashes past 64 nested starts.
+MAX_CALL_DEPTH = 32
+# Flags the System V ABI wants clear when a function is called (DF) and that would
+# break every later call if a fault or a handler left them set (TF traps each
+# instruction, AC checks alignment).
+_ABI_CLEAR_FLAGS = (1 << 8) | (1 << 10) | (1 << 18)     # TF, DF, AC
+_HOOK_INSN_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+# bool cb(uc, vaddr, uc_mem_type, uc_tlb_entry *result, user_data)
+_HOOK_TLB_CFUNC = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                   ctypes.c_void_p, ctypes.c_void_p)
+_TLB_ENTRY = ctypes.c_char * 12               # struct uc_tlb_entry { uint64_t paddr; uc_prot perms; }
+_TLB_RWX = struct.Struct("<QI")
+_T = TypeVar("_T")
+# emu._asm shares one Keystone engine, which two threads assembling at once crash;
+# emu._cpu finds a new engine's registers by writing a pattern and searching for
+# it, which two threads doing at once could confuse.
+_ASSEMBLING = threading.Lock()
+_LOCATING_REGISTERS = threading.Lock()
 STACK_SIZE = 0x100000
 SPAWN_STACK_SIZE = 0x40000         # a spawned task's stack unless told otherwise
 _NEVER = 1 << 62
@@ -63,28 +84,53 @@ _FAULT_KIND = {
 Callback = Callable[[int], None]
 
 
+def _canonical(addr: int) -> bool:
+    """Bits 47..63 all equal: an address an x86-64 CPU can translate (else #GP)."""
+    return (addr >> 47) in (0, 0x1FFFF)
+
+
 class Machine:
     """An x86-64 guest: engine, memory, symbols, tasks.
 
     Args:
-        max_insns: instruction budget of each :meth:`call` (``None``: unlimited,
-            which also removes Unicorn's per-instruction counting cost).
-        timeout: wall-clock limit of each :meth:`call` in seconds, or ``None``.
+        max_insns: instruction budget of each :meth:`call`, a positive integer
+            (``None``: unlimited, which also removes Unicorn's per-instruction
+            counting cost; 0 is refused, not "unlimited").
+        timeout: wall-clock limit of each :meth:`call` in seconds (positive,
+            finite), or ``None``.
         fast_registers: use the live register block (see :mod:`emu._cpu`).
+        mem_limit: the most bytes the guest may have mapped (default 4 GiB):
+            a guest ``mmap``, ``brk`` or ``mremap`` past it fails with ``ENOMEM``.
+
+    A machine holds host resources (the guest's open files); :meth:`close` or a
+    ``with`` block releases them, and so does collecting the machine. It runs on
+    one host thread at a time (:meth:`exclusive`), and Ctrl-C stops its runs
+    (:mod:`emu._interrupt`).
     """
 
     def __init__(self, *, max_insns: int | None = DEFAULT_MAX_INSNS,
-                 timeout: float | None = None, fast_registers: bool = True) -> None:
+                 timeout: float | None = None, fast_registers: bool = True,
+                 mem_limit: int = DEFAULT_MEM_LIMIT) -> None:
         self._uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # Unicorn's default (CPU) TLB drops address bits 52..63, so a non-canonical
+        # address such as 0x0010000000400000 silently aliases 0x400000. The virtual
+        # TLB keeps all 64 bits and asks a hook on each fill (on_tlb_fill): it
+        # refuses non-canonical pages (#GP, see _fault_of) and maps the others one
+        # to one, read-write-execute (memory protections are checked apart, as
+        # before). Without the hook a fill grants only the access at hand, and a
+        # page that is read and written ping-pongs (3.5x slower).
+        self._uc.ctl_set_tlb_mode(_uc.UC_TLB_VIRTUAL)  # type: ignore[attr-defined]
         # Unicorn starts with the x87 control word and MXCSR at 0 (all exceptions
         # unmasked, odd rounding); a Linux task starts with FNINIT's values.
         self._uc.reg_write(UC_X86_REG_FPCW, 0x37F)
         self._uc.reg_write(UC_X86_REG_MXCSR, 0x1F80)
-        self.cpu = Cpu(self._uc, fast=fast_registers)
-        self.mem = Memory(self._uc)
+        with _LOCATING_REGISTERS:
+            self.cpu = Cpu(self._uc, fast=fast_registers)
+        self.mem = Memory(self._uc, mem_limit)
         self.symbols = SymbolTable()
         self.max_insns = max_insns
         self.timeout = timeout
+        self._owner = Owner()             # the host thread inside (emu._interrupt)
         self.traps: dict[int, Callback] = {}
         # Defaults of run()'s scheduler for a loaded program (from_elf sets them).
         self.seed = 0
@@ -94,6 +140,7 @@ class Machine:
         self._abort_exc: BaseException | None = None
         self._fault: tuple[str, str] | None = None
         self._fault_addr: int | None = None     # the bad access of the last fault
+        self._fault_rip: int | None = None      # where a fault stopped, when not RIP
         self._depth = 0
         # Per-machine state of client packages (e.g. probes), keyed by package.
         self.extensions: dict[str, Any] = {}
@@ -139,6 +186,40 @@ class Machine:
         self.unknown_syscalls: dict[int, str] = {}     # number -> name, each once
         self._install_hooks()
 
+    # --- lifetime -------------------------------------------------------------
+    def close(self) -> None:
+        """Release the host resources of the guest: every host file descriptor it
+        has open is closed (its files read as closed afterwards). Idempotent; a
+        closed machine is not to be run again. Without it the descriptors are
+        closed when the process exits, or when the machine is collected (each
+        open file owns its descriptor through a finalizer)."""
+        if self.kernel is not None:
+            self.kernel.files.close_all()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def max_insns(self) -> int | None:
+        """Instruction budget of each :meth:`call`: a positive int, or None (unlimited)."""
+        return self._max_insns
+
+    @max_insns.setter
+    def max_insns(self, value: int | None) -> None:
+        self._max_insns = check_max_insns(value)
+
+    @property
+    def timeout(self) -> float | None:
+        """Wall-clock limit of each :meth:`call` in seconds (positive, finite), or None."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = check_timeout(value)
+
     # --- construction ---------------------------------------------------------
     @classmethod
     def from_asm(cls, source: str, base: int = 0x400000, **kwargs: Any) -> Machine:
@@ -170,6 +251,7 @@ class Machine:
             LoadError: the file (or its interpreter) cannot be loaded; one line.
         """
         from ._elf import load_program
+        check_timeslice(timeslice)
         m = cls(**kwargs)
         m.kernel = load_program(m, path, argv, env, stdin, fs_root, fs_writable, seed)
         m.seed, m.timeslice = seed, timeslice
@@ -178,13 +260,29 @@ class Machine:
     def load_asm(self, source: str, base: int) -> None:
         if base % PAGE:
             raise EmuError(f"base {base:#x} is not page-aligned")
-        out = assemble(source, base)
-        self.mem.map(base, page_up(max(len(out.code), 1)), PROT_RWX, "[asm]")
-        self.mem.write(base, out.code)
-        for name, addr, size in out.symbols:
-            self.symbols.add(name, addr, size)
-        for addr in _pause_addresses(out.code, base):
-            self.hook_code(addr, self._on_pause)
+        with _ASSEMBLING:
+            out = assemble(source, base)
+        with self._owner:
+            self.mem.map(base, page_up(max(len(out.code), 1)), PROT_RWX, "[asm]")
+            self.mem.write(base, out.code)
+            for name, addr, size in out.symbols:
+                self.symbols.add(name, addr, size)
+            for addr in _pause_addresses(out.code, base):
+                self.hook_code(addr, self._on_pause)
+
+    def exclusive(self) -> Owner:
+        """``with m.exclusive():`` holds the machine for this host thread.
+
+        A Machine runs on one host thread at a time: :meth:`call`, :meth:`run`,
+        :meth:`run_tasks` and the methods that change the machine take it this
+        way, and clients that change it through other paths (probe registration
+        patches memory and adds hooks) should too. Nested use by the thread that
+        holds it (from a hook or handler) is free.
+
+        Raises:
+            EmuError: another thread is inside the machine (raised at once).
+        """
+        return self._owner
 
     # --- hooks and dispatch ---------------------------------------------------
     def _install_hooks(self) -> None:
@@ -210,9 +308,30 @@ class Machine:
             self._fault_addr = addr
             return False
 
+        pack_entry, entry_at = _TLB_RWX.pack_into, _TLB_ENTRY.from_address
+
+        def on_tlb_fill(_uch: Any, vaddr: int, _type: int, entry: int, _key: Any) -> bool:
+            if _canonical(vaddr):
+                pack_entry(entry_at(entry), 0, vaddr, _uc.UC_PROT_ALL)
+                return True
+            self._fault_addr = vaddr
+            return False
+
+        def on_sysenter(_uch: Any, _key: Any) -> None:
+            # Unicorn runs sysenter in 64-bit mode as a no-op; Linux raises #UD (SIGILL).
+            # Called with RIP on the instruction; Unicorn advances it afterwards.
+            rip = gpr[RIP]
+            self._fault = ("invalid-instruction", f"invalid instruction: sysenter in 64-bit mode "
+                           f"at {self.symbolize(rip)} ({rip:#x})")
+            self._fault_rip = rip
+            self._uc.emu_stop()
+
         self._hooks.add(_uc.UC_HOOK_INTR, HOOK_INTR_CFUNC, on_intr)
         self._hooks.add(_uc.UC_HOOK_MEM_UNMAPPED | _uc.UC_HOOK_MEM_PROT,
                         HOOK_MEM_INVALID_CFUNC, on_bad_mem)
+        self._hooks.add(_uc.UC_HOOK_INSN, _HOOK_INSN_CFUNC, on_sysenter, 1, 0,
+                        ctypes.c_int(UC_X86_INS_SYSENTER))
+        self._hooks.add(_uc.UC_HOOK_TLB_FILL, _HOOK_TLB_CFUNC, on_tlb_fill)
 
     def hook_code(self, addr: int, fn: Callable[..., None], *, raw: bool = False) -> int:
         """Call ``fn(addr)`` each time the guest is about to execute ``addr``.
@@ -232,16 +351,18 @@ class Machine:
                 self.abort(exc)
 
         callback = fn if raw else on_code
-        handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, callback, addr, addr)
-        self._code_hooks[handle] = addr
-        self.mem.invalidate_code(addr, addr + 1)
+        with self._owner:
+            handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, callback, addr, addr)
+            self._code_hooks[handle] = addr
+            self.mem.invalidate_code(addr, addr + 1)
         return handle
 
     def unhook(self, handle: int) -> None:
         """Remove a :meth:`hook_code` hook; blocks that called it are retranslated."""
-        self._hooks.delete(handle)
-        addr = self._code_hooks.pop(handle)
-        self.mem.invalidate_code(addr, addr + 1)
+        with self._owner:
+            self._hooks.delete(handle)
+            addr = self._code_hooks.pop(handle)
+            self.mem.invalidate_code(addr, addr + 1)
 
     def abort(self, exc: BaseException) -> None:
         """Stop the guest; the running :meth:`call` raises ``exc`` (the first one).
@@ -268,8 +389,9 @@ class Machine:
     def new_task(self, stack_size: int = STACK_SIZE, name: str | None = None) -> Task:
         """A new task with a stack of its own and no code to run yet: make it
         ``current_task`` to run :meth:`call` on it, or use :meth:`spawn`."""
-        region = self.mem.map_anywhere(stack_size, PROT_RW, "[stack]", near=STACK_TOP - STACK_SIZE)
-        return self.add_task(region, name)
+        with self._owner:
+            region = self.mem.map_anywhere(stack_size, PROT_RW, "[stack]", near=STACK_TOP - STACK_SIZE)
+            return self.add_task(region, name)
 
     def add_task(self, stack: Region, name: str | None = None) -> Task:
         """Register a task whose stack is ``stack`` (the syscall layer's ``clone``)."""
@@ -292,18 +414,20 @@ class Machine:
         if len(args) > len(ARG_REGS):
             raise EmuError(f"spawn({func!r}) takes at most {len(ARG_REGS)} integer arguments, "
                            f"got {len(args)}")
-        task = self.new_task(stack_size or SPAWN_STACK_SIZE, name)
-        task.spawned = True
-        sp = ((task.stack_top - 64) & ~0xF) - 8
-        self.mem.write_u64(sp, self._exit)
-        ctx = self._uc.context_save()
-        values = {UC_ID["rsp"]: sp, UC_ID["rbp"]: 0, UC_ID["rip"]: addr}
-        for reg, value in zip(ARG_REGS, args, strict=False):
-            values[UC_ID[FAST_NAMES[reg]]] = value & MASK64
-        for reg_id, value in values.items():
-            ctx.reg_write(reg_id, value)
-        task.context = ctx
-        return task
+        with self._owner:
+            task = self.new_task(stack_size or SPAWN_STACK_SIZE, name)
+            task.spawned = True
+            sp = ((task.stack_top - 64) & ~0xF) - 8
+            self.mem.write_u64(sp, self._exit)
+            ctx = self._uc.context_save()
+            values = {UC_ID["rsp"]: sp, UC_ID["rbp"]: 0, UC_ID["rip"]: addr,
+                      UC_ID["eflags"]: self.cpu.eflags & ~_ABI_CLEAR_FLAGS}
+            for reg, value in zip(ARG_REGS, args, strict=False):
+                values[UC_ID[FAST_NAMES[reg]]] = value & MASK64
+            for reg_id, value in values.items():
+                ctx.reg_write(reg_id, value)
+            task.context = ctx
+            return task
 
     def run_tasks(self, seed: int = 0, timeslice: int = 1000, max_insns: int | None = None,
                   timeout: float | None = None) -> list[Task]:
@@ -320,6 +444,10 @@ class Machine:
         Raises:
             GuestFault: ``reason="deadlock"`` when every live task is blocked; the
                 budget or timeout of the whole run was reached (naming the task).
+            KeyboardInterrupt: Ctrl-C stopped the run; the next ``run_tasks``
+                resumes the unfinished tasks.
+            EmuError: another host thread is inside this machine.
+            ValueError: a limit that is not positive (``None``: no limit).
             BaseException: what a probe handler raised.
         """
         tasks = [t for t in self.tasks if t.spawned and not t.done]
@@ -328,8 +456,26 @@ class Machine:
         return tasks
 
     def _schedule(self, sched: Scheduler) -> None:
-        if self._depth:
-            raise EmuError("run_tasks()/run() cannot be called from inside a probe handler or hook")
+        with self._owner:
+            if self._depth:
+                raise EmuError("run_tasks()/run() cannot be called from inside a probe handler or hook")
+            self._outermost(self._run_scheduler, sched)
+
+    def _outermost(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` as this thread's outermost entry into the guest:
+        Ctrl-C stops it (:mod:`emu._interrupt`) and it raises KeyboardInterrupt."""
+        watched = watch(self.engine)
+        try:
+            result = fn(*args)
+        except BaseException:
+            if watched:
+                unwatch(self.engine)
+            raise
+        if watched and unwatch(self.engine):
+            raise KeyboardInterrupt      # pressed after the last slice: still this run's
+        return result
+
+    def _run_scheduler(self, sched: Scheduler) -> None:
         self._start()
         saved = self.current_task
         self.sched = sched
@@ -422,7 +568,10 @@ class Machine:
         return self.mem.read(addr, size)
 
     def write(self, addr: int, data: bytes) -> None:
-        self.mem.write(addr, data)
+        """Write guest memory (translated code there is dropped). Raises EmuError
+        while another host thread is inside the machine (see :meth:`exclusive`)."""
+        with self._owner:
+            self.mem.write(addr, data)
 
     # --- running --------------------------------------------------------------------
     @property
@@ -433,13 +582,28 @@ class Machine:
     def call(self, func: str | int, *args: int) -> int:
         """Call ``func`` with up to six integer arguments; return RAX, signed.
 
+        Each call starts with the flags the ABI expects (DF, TF and AC clear),
+        whatever a fault or a handler left in them.
+
         Raises:
             SymbolNotFound: ``func`` is an unknown name.
             GuestFault: the guest faulted or exceeded its budget.
+            KeyboardInterrupt: Ctrl-C stopped the guest (the machine stays usable).
+            EmuError: another host thread is inside this machine, or calls from
+                hooks nest deeper than :data:`MAX_CALL_DEPTH`.
         """
         addr = self.resolve(func)
         if len(args) > len(ARG_REGS):
             raise EmuError(f"call({func!r}) takes at most {len(ARG_REGS)} integer arguments, got {len(args)}")
+        with self._owner:
+            if not self._depth:
+                return self._outermost(self._call, addr, args)
+            if self._depth >= MAX_CALL_DEPTH:
+                raise EmuError(f"call({func!r}) refused: calls from hooks and handlers nest at most "
+                               f"{MAX_CALL_DEPTH} deep (Unicorn crashes past 64 nested runs)")
+            return self._call(addr, args)
+
+    def _call(self, addr: int, args: tuple[int, ...]) -> int:
         gpr = self.cpu.gpr
         nested = self._depth > 0
         if not nested:
@@ -454,6 +618,9 @@ class Machine:
         gpr[RSP] = sp
         for reg, value in zip(ARG_REGS, args, strict=False):
             gpr[reg] = value & MASK64
+        flags = self.cpu.eflags
+        if flags & _ABI_CLEAR_FLAGS:
+            self.cpu.eflags = flags & ~_ABI_CLEAR_FLAGS
         self._depth += 1
         counted = self.engine.save() if nested else None
         task = self.current_task
@@ -521,13 +688,24 @@ class Machine:
         return aborted
 
     def _fault_of(self, error: UcError | None) -> GuestFault | None:
-        """The fault the last ``emu_start`` ended with (an engine error or a trap)."""
+        """The fault the last ``emu_start`` ended with (an engine error or a trap).
+
+        An access to a non-canonical address is the CPU's general protection
+        fault (#GP, SIGSEGV), reported as ``"protection"``; where a hook stopped
+        on a faulting instruction (``sysenter``) RIP is put back on it.
+        """
+        if self._fault_rip is not None:
+            self.cpu.gpr[RIP], self._fault_rip = self._fault_rip, None
         rip = self.original_rip(self.cpu.gpr[RIP])
         if error is not None:
             kind, what = _FAULT_KIND.get(error.errno, ("exception", str(error)))
-            known = self._fault_addr is not None and kind != "invalid-instruction"
-            at = f" at {self._fault_addr:#x}" if known else ""
-            self._fault_addr = None
+            bad, self._fault_addr = self._fault_addr, None
+            at = ""
+            if bad is not None and kind != "invalid-instruction":
+                at = f" at {bad:#x}"
+                if not _canonical(bad):
+                    kind, what, at = "protection", "general protection fault", \
+                        f" (non-canonical address {bad:#x})"
             return GuestFault(f"guest fault: {what}{at} (rip={rip:#x} {self.symbolize(rip)})",
                               rip=rip, reason=kind)
         if self._fault is not None:
@@ -552,31 +730,44 @@ class Machine:
         keeps its count hook: an uncounted start would remove it."""
         self._fault = None
         self._fault_addr = None
+        self._fault_rip = None
         count = self.max_insns or 0
         if (inherit and self.engine.counting or self.exact_clock) and not count:
             count = UNLIMITED
         timeout_us = int(self.timeout * 1e6) if self.timeout else 0
-        started = time.monotonic()
         error = self.engine.start(begin, until, timeout_us, count)
+        retired = self.engine.retired(count)
         if not inherit:
-            self.clock += self.engine.retired(count)   # an outermost call's time
+            self.clock += retired       # an outermost call's time
         aborted = self._take_abort()
         if aborted is not None:
             raise aborted
+        if self.engine.interrupted:     # Ctrl-C (emu._interrupt)
+            raise KeyboardInterrupt
         fault = self._fault_of(error)
         if fault is not None:
             raise fault
         rip = self.cpu.gpr[RIP]
-        if rip == until:
-            return
+        if rip != until:
+            raise self._stop_of(rip, count, retired)
+
+    def _stop_of(self, rip: int, count: int, retired: int) -> GuestFault:
+        """Why a run with no fault stopped short: its budget (the exact retired
+        count: the last instruction may well end in a byte 0xf4), its timeout
+        (Unicorn's flag), else a ``hlt`` (Unicorn stops after it)."""
+        exact = self.engine.has_counter
+        at = self.original_rip(rip)        # a stop in a probe's out-of-line copy: its original
+        if count and count != UNLIMITED and (retired >= count if exact else not self._stopped_on_hlt(rip)):
+            return GuestFault(f"guest ran away: instruction budget of {count} exhausted at "
+                              f"{self.symbolize(at)} ({at:#x})", rip=at, reason="insn-budget")
+        if self.timeout and self.engine.timed_out():
+            return GuestFault(f"guest ran away: timeout of {self.timeout} s reached at "
+                              f"{self.symbolize(at)} ({at:#x})", rip=at, reason="timeout")
         if self._stopped_on_hlt(rip):
-            raise GuestFault(f"guest fault: hlt at {self.symbolize(rip - 1)} ({rip - 1:#x})",
-                             rip=rip - 1, reason="exception")
-        if self.timeout and time.monotonic() - started >= self.timeout:
-            raise GuestFault(f"guest ran away: timeout of {self.timeout} s reached at "
-                             f"{self.symbolize(rip)} ({rip:#x})", rip=rip, reason="timeout")
-        raise GuestFault(f"guest ran away: instruction budget of {count} exhausted at "
-                         f"{self.symbolize(rip)} ({rip:#x})", rip=rip, reason="insn-budget")
+            return GuestFault(f"guest fault: hlt at {self.symbolize(rip - 1)} ({rip - 1:#x})",
+                              rip=rip - 1, reason="exception")
+        return GuestFault(f"guest stopped for no known reason at {self.symbolize(rip)} ({rip:#x})",
+                          rip=rip, reason="exception")
 
 
 def _pause_addresses(code: bytes, base: int) -> list[int]:

@@ -9,6 +9,13 @@ call into the engine. Two rules follow from bypassing the engine:
 - a byte patched into code (a breakpoint) is recorded with its original value in
   a shadow table; :meth:`Memory.read` shows the original, and a write over a
   patched byte updates the shadow and keeps the patch.
+
+Host memory follows what the guest touches, not what it maps: each region is a
+``MAP_NORESERVE`` anonymous mapping (no page is allocated before it is touched),
+:meth:`Memory.discard` gives pages back to the host (``MADV_DONTNEED``) and
+:meth:`Memory.move` moves a range by re-pointing Unicorn at the same host pages
+(``mremap`` copies nothing). The total mapped is bounded by :attr:`Memory.limit`
+(``Machine(mem_limit=...)``): a mapping past it is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import bisect
 import ctypes
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, Uc
@@ -24,7 +32,7 @@ from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, Uc
 from ._errors import EmuError
 
 __all__ = ["Memory", "Region", "PAGE", "PROT_R", "PROT_W", "PROT_X", "PROT_RW",
-           "PROT_RX", "PROT_RWX"]
+           "PROT_RX", "PROT_RWX", "DEFAULT_MEM_LIMIT"]
 
 PAGE = 0x1000
 PROT_R, PROT_W, PROT_X = UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC
@@ -35,6 +43,13 @@ PROT_RWX = PROT_R | PROT_W | PROT_X
 _U64 = struct.Struct("<Q")
 _LOWEST = 0x10000                 # never map below (null-page guard)
 _HIGHEST = 0x7FFF_FFFF_F000       # canonical user-space top
+DEFAULT_MEM_LIMIT = 4 << 30       # Machine(mem_limit=...): bytes mapped in the guest
+_MAP_NORESERVE = 0x4000           # Linux; the mmap module does not export it
+_MADV_DONTNEED = 4
+_ZERO_CHUNK = 1 << 20             # zero-filling fallback of discard(), per write
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.restype = ctypes.c_int
 
 
 def page_down(addr: int) -> int:
@@ -57,6 +72,7 @@ class Region:
     # it once the region was split (:meth:`Memory.unmap_range`, :meth:`Memory.protect`).
     buf: mmap.mmap | memoryview = field(repr=False)
     view: memoryview = field(repr=False)
+    ptr: int = field(default=0, repr=False)     # host address of buf[0]
 
     @property
     def size(self) -> int:
@@ -66,14 +82,21 @@ class Region:
 class Memory:
     """The guest address space of one engine."""
 
-    def __init__(self, uc: Uc) -> None:
+    def __init__(self, uc: Uc, limit: int = DEFAULT_MEM_LIMIT) -> None:
+        if limit <= 0:
+            raise ValueError(f"mem_limit must be a positive number of bytes, got {limit}")
         self._uc = uc
+        self.limit = limit
+        self.mapped = 0                        # bytes in every region (<= limit)
         self._regions: list[Region] = []       # sorted by start
         self._starts: list[int] = []
         self._last: Region | None = None
         self._shadow: dict[int, int] = {}      # patched address -> original byte
         self._patched: list[int] = []          # sorted keys of _shadow
         self._patch_value: dict[int, int] = {}  # patched address -> planted byte
+        # Called with (start, end) of each region about to be unmapped, while it
+        # is still mapped: clients forget what they planted there (breakpoints).
+        self.on_unmap: list[Callable[[int, int], None]] = []
 
     # --- mapping -------------------------------------------------------------
     def map(self, start: int, size: int, perms: int = PROT_RW, name: str = "") -> Region:
@@ -82,14 +105,29 @@ class Memory:
             raise EmuError(f"bad mapping {start:#x}+{size:#x}: start and size must be page-aligned")
         if self.overlaps(start, start + size):
             raise EmuError(f"mapping {start:#x}-{start + size:#x} ({name}) overlaps an existing one")
-        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if not self.fits(size):
+            raise EmuError(f"mapping {size} bytes ({name or 'anonymous'}) at {start:#x} would put "
+                           f"{self.mapped + size} bytes in the guest, over mem_limit ({self.limit} bytes)")
+        try:
+            buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
+        except OSError as exc:
+            raise EmuError(f"the host refused {size:#x} bytes for {start:#x} ({name}): "
+                           f"{exc.strerror}") from None
         ptr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         self._uc.mem_map_ptr(start, size, perms, ptr)
-        region = Region(start, start + size, perms, name, buf, memoryview(buf))
-        i = bisect.bisect_left(self._starts, start)
-        self._regions.insert(i, region)
-        self._starts.insert(i, start)
+        region = Region(start, start + size, perms, name, buf, memoryview(buf), ptr)
+        self._insert(region)
+        self.mapped += size
         return region
+
+    def fits(self, size: int, freed: int = 0) -> bool:
+        """Whether ``size`` more bytes (``freed`` fewer elsewhere) stay within :attr:`limit`."""
+        return self.mapped - freed + size <= self.limit
+
+    def _insert(self, region: Region) -> None:
+        i = bisect.bisect_left(self._starts, region.start)
+        self._regions.insert(i, region)
+        self._starts.insert(i, region.start)
 
     def map_anywhere(self, size: int, perms: int = PROT_RW, name: str = "",
                      near: int | None = None, reach: int = 1 << 31) -> Region:
@@ -126,7 +164,13 @@ class Memory:
         return best
 
     def unmap(self, region: Region) -> None:
+        for fn in self.on_unmap:
+            fn(region.start, region.end)
         self._uc.mem_unmap(region.start, region.size)
+        self._remove(region)
+        self.mapped -= region.size
+
+    def _remove(self, region: Region) -> None:
         i = self._regions.index(region)
         del self._regions[i]
         del self._starts[i]
@@ -142,6 +186,57 @@ class Memory:
             self.invalidate_code(r.start, r.end)
             self._forget_patches(r.start, r.end)
             self.unmap(r)
+
+    def move(self, start: int, end: int, new: int) -> None:
+        """Move the pages of ``[start, end)`` to ``new`` (``mremap``): Unicorn maps the
+        same host pages at the new address, so no byte is copied or touched.
+
+        The caller checks that the destination is free. For clients the old range
+        is unmapped (:attr:`on_unmap`); patched bytes in it get their original
+        values back and are forgotten (the code moved away from its breakpoints).
+        """
+        regions = self._split_range(start, end)
+        for r in regions:
+            for fn in self.on_unmap:
+                fn(r.start, r.end)
+        self._restore_patches(start, end)
+        self.invalidate_code(start, end)
+        for r in regions:
+            self._uc.mem_unmap(r.start, r.size)
+            self._remove(r)
+        for r in regions:
+            lo = r.start - start + new
+            self._uc.mem_map_ptr(lo, r.size, r.perms, r.ptr)
+            self._insert(Region(lo, lo + r.size, r.perms, r.name, r.buf, r.view, r.ptr))
+
+    def discard(self, start: int, end: int) -> None:
+        """Give the pages of ``[start, end)`` back to the host; they read as zeros
+        (``MADV_DONTNEED`` on private anonymous memory). Patches stay, over zeros."""
+        for r in self.regions_in(start, end):
+            lo, hi = max(r.start, start), min(r.end, end)
+            if _libc.madvise(r.ptr + lo - r.start, hi - lo, _MADV_DONTNEED) != 0:
+                for a in range(lo, hi, _ZERO_CHUNK):            # pragma: no cover
+                    n = min(_ZERO_CHUNK, hi - a)
+                    r.view[a - r.start:a - r.start + n] = bytes(n)
+        first = bisect.bisect_left(self._patched, start)
+        last = bisect.bisect_left(self._patched, end)
+        for a in self._patched[first:last]:
+            self._shadow[a] = 0
+            at = self.region_at(a)
+            assert at is not None
+            at.view[a - at.start] = self._patch_value[a]
+        self.invalidate_code(start, end)
+
+    def span(self, addr: int, size: int, perms: int = 0) -> int:
+        """How many of the ``size`` bytes from ``addr`` are mapped without a hole
+        (with at least ``perms``): how far a copy to or from the guest can go."""
+        n = 0
+        while n < size:
+            r = self.region_at(addr + n)
+            if r is None or r.perms & perms != perms:
+                break
+            n = min(size, r.end - addr)
+        return n
 
     def protect(self, start: int, end: int, perms: int) -> None:
         """Set ``perms`` on the mapped pages of ``[start, end)`` (``mprotect``)."""
@@ -178,12 +273,22 @@ class Memory:
         halves = []
         for lo, hi in ((r.start, addr), (addr, r.end)):
             view = r.view[lo - r.start:hi - r.start]
-            ptr = ctypes.addressof(ctypes.c_char.from_buffer(view))
+            ptr = r.ptr + lo - r.start
             self._uc.mem_map_ptr(lo, hi - lo, r.perms, ptr)
-            halves.append(Region(lo, hi, r.perms, r.name, view, view))
+            halves.append(Region(lo, hi, r.perms, r.name, view, view, ptr))
         self._regions[i:i + 1] = halves
         self._starts[i:i + 1] = [h.start for h in halves]
         self._last = None
+
+    def _restore_patches(self, start: int, end: int) -> None:
+        """Put the original bytes back under the patches of ``[start, end)`` and forget them."""
+        first = bisect.bisect_left(self._patched, start)
+        last = bisect.bisect_left(self._patched, end)
+        for a in self._patched[first:last]:
+            r = self.region_at(a)
+            assert r is not None
+            r.view[a - r.start] = self._shadow[a]
+        self._forget_patches(start, end)
 
     def _forget_patches(self, start: int, end: int) -> None:
         lo = bisect.bisect_left(self._patched, start)

@@ -26,7 +26,7 @@ from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from ._elfhdr import ElfFile, parse_elf
+from ._elfhdr import ElfFile, parse_elf, read_elf_bytes
 from ._errors import LoadError
 from ._symbols import SymbolTable
 
@@ -167,10 +167,9 @@ def _elf_headers(realpath: str) -> ElfFile | None:
 
 @functools.lru_cache(maxsize=64)
 def _cached_headers(key: tuple[str, int, int]) -> ElfFile | None:
-    try:
-        with open(key[0], "rb") as f:
-            return parse_elf(key[0], f.read())
-    except (OSError, LoadError):
+    try:                        # a regular ELF file of bounded size, or nothing is read
+        return parse_elf(key[0], read_elf_bytes(key[0]))
+    except LoadError:
         return None
 
 

@@ -31,6 +31,7 @@ from unicorn.x86_const import UC_X86_REG_RIP
 
 from ._engine import UNLIMITED
 from ._errors import GuestFault
+from ._interrupt import check_max_insns, check_timeout, check_timeslice
 from ._regtable import RAX, RIP, to_signed64
 from ._task import BLOCKED, DONE, RUNNABLE, Task
 
@@ -63,14 +64,12 @@ class Scheduler:
 
     def __init__(self, m: Machine, tasks: list[Task], *, seed: int, timeslice: int,
                  max_insns: int | None, timeout: float | None, process: bool = False) -> None:
-        if timeslice < 1:
-            raise ValueError(f"timeslice must be >= 1 instruction, got {timeslice}")
         self.m = m
         self.tasks = tasks
         self.rng = random.Random(seed)
-        self.timeslice = timeslice
-        self.max_insns = max_insns
-        self.timeout = timeout
+        self.timeslice = check_timeslice(timeslice)
+        self.max_insns = check_max_insns(max_insns)
+        self.timeout = check_timeout(timeout)
         self.process = process
         self.retired = 0              # instructions of this run (the budget's measure)
         self.sliced = False           # several tasks live: counted slices, preemption on
@@ -126,6 +125,7 @@ class Scheduler:
         Raises:
             GuestFault: a deadlock, the budget or the timeout (naming the task);
                 in process mode, a fault of any thread.
+            KeyboardInterrupt: Ctrl-C; every task is where a resumed run continues.
             BaseException: what a handler raised (the run stops there).
         """
         self._started = time.monotonic()
@@ -200,6 +200,9 @@ class Scheduler:
             self._save(task)
             raise exc
         fault = m._fault_of(error)           # type: ignore[arg-type]
+        if m.engine.interrupted:             # Ctrl-C: the next run resumes here (a fault recurs)
+            self._save(task)
+            raise KeyboardInterrupt
         rip = m.cpu.gpr[RIP]
         if fault is None and rip == m.exit_address:
             if self.process:
@@ -209,7 +212,8 @@ class Scheduler:
                 self.finish(task, to_signed64(m.cpu.gpr[RAX]))
                 return
         if fault is None and task.state != DONE and not self._ended_by_us and not m.engine.cut_requested \
-                and not (count and done >= count) and m._stopped_on_hlt(rip):
+                and not (count and done >= count) and m._stopped_on_hlt(rip) \
+                and not m.engine.timed_out():
             fault = GuestFault(f"guest fault: hlt at {m.symbolize(rip - 1)} ({rip - 1:#x})",
                                rip=rip - 1, reason="exception")
         if fault is not None:
@@ -257,7 +261,7 @@ class Scheduler:
         return int(task.context.reg_read(UC_X86_REG_RIP))
 
     def _runaway(self, task: Task, what: str) -> None:
-        rip = self.rip_of(task)
+        rip = self.m.original_rip(self.rip_of(task))     # not a probe's out-of-line copy
         reason = "timeout" if what.startswith("timeout") else "insn-budget"
         raise GuestFault(f"guest ran away: {what} at {self.m.symbolize(rip)} ({rip:#x}) "
                          f"in {task.name} (tid {task.tid})", rip=rip, reason=reason)

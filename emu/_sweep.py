@@ -158,14 +158,14 @@ def sweep(make_machine: MakeMachine, seeds: Iterable[int], *, run: RunMachine | 
 # --- one seed, one chunk ---------------------------------------------------------------
 def _run_seed(make_machine: MakeMachine, run: RunMachine | None, seed: int) -> Outcome:
     """The outcome of one seed: a guest fault is an outcome, any other error propagates."""
-    m = make_machine(seed)
-    stdout = m.stdout = io.BytesIO()
-    m.stderr = io.BytesIO()
-    try:
-        status = m.run() if run is None else run(m)
-    except GuestFault as exc:
-        return Outcome(fault_status(exc), stdout.getvalue(), str(exc))
-    return Outcome(status, stdout.getvalue())
+    with make_machine(seed) as m:          # the seed's host files close with it
+        stdout = m.stdout = io.BytesIO()
+        m.stderr = io.BytesIO()
+        try:
+            status = m.run() if run is None else run(m)
+        except GuestFault as exc:
+            return Outcome(fault_status(exc), stdout.getvalue(), str(exc))
+        return Outcome(status, stdout.getvalue())
 
 
 def _run_chunk(job: tuple[MakeMachine, RunMachine | None], seeds: Sequence[int]) -> _Groups:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from emu import EmuError, Machine, Outcome, SweepResult, sweep
+from emu._memory import DEFAULT_MEM_LIMIT
 
 from ._cmd_run import _stdin_bytes, add_program_options
 from .cli import CliError, command
@@ -58,11 +59,14 @@ class _Program:
     timeslice: int
     max_insns: int | None
     timeout: float | None
+    mem_limit: int | None = None
 
     def machine(self, seed: int) -> Machine:
+        extra = {} if self.mem_limit is None else {"mem_limit": self.mem_limit}
         return Machine.from_elf(self.binary, [self.binary, *self.args], env=self.env,
                                 stdin=self.stdin, fs_root=self.fs_root,
-                                fs_writable=self.fs_writable, seed=seed, timeslice=self.timeslice)
+                                fs_writable=self.fs_writable, seed=seed, timeslice=self.timeslice,
+                                **extra)
 
     def run(self, m: Machine) -> int:
         return m.run(max_insns=self.max_insns, timeout=self.timeout)
@@ -80,6 +84,8 @@ class _Program:
             options += ["--fs-root", self.fs_root]
         if self.fs_writable:
             options.append("--fs-writable")
+        if self.mem_limit is not None and self.mem_limit != DEFAULT_MEM_LIMIT:
+            options += ["--mem-limit", str(self.mem_limit)]
         return shlex.join(["kprobe-emu", "run", *options, self.binary, *self.args])
 
 
@@ -91,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--fs-writable needs --fs-root DIR")
     program = _Program(args.binary, tuple(args.args), dict(os.environ), _stdin_bytes(),
                        args.fs_root, args.fs_writable, args.timeslice, args.max_insns,
-                       args.timeout)
+                       args.timeout, args.mem_limit)
     with _progress_bar() as progress:
         try:
             result = sweep(program.machine, seeds, run=program.run, jobs=jobs, ray=address,

@@ -10,7 +10,9 @@ its report to stdout or ``-o FILE`` and the ``kprobe_profile`` summary to stderr
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
+import os
 import re
 import sys
 import time
@@ -58,22 +60,30 @@ def run_tool(args: argparse.Namespace, command: str, attach_all: Attacher) -> in
     m = load_program(args, command)
     if isinstance(m, int):
         return m
-    with ExitStack() as stack:
+    with m, ExitStack() as stack:       # the program's host files close however it ends
         try:
             out = stack.enter_context(_output(args.output))
         except OSError as exc:
-            print(f"kprobe-emu {command}: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            where = args.output or "standard output"
+            print(f"kprobe-emu {command}: cannot write {where}: {exc.strerror}", file=sys.stderr)
             return USAGE
         try:
             report = attach_all(m, out)
         except (ParseError, ToolError, ProbeError) as exc:
             print(f"kprobe-emu {command}: {exc}", file=sys.stderr)
             return USAGE
-        with _progress(m) as tick:
-            m.extensions["kprobe_emu.tick"] = tick
-            status = run_program(m, args, command)
-        sys.stdout.flush()
-        report()
+        try:
+            with _progress(m) as tick:
+                m.extensions["kprobe_emu.tick"] = tick
+                status = run_program(m, args, command)
+            if sys.stdout is not None:
+                sys.stdout.flush()
+            report()
+            out.flush()
+        except OSError as exc:          # the tool's own output: full, closed, a broken pipe
+            print(f"kprobe-emu {command}: cannot write {args.output or 'standard output'}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 1
     _profile(m)
     return status
 
@@ -190,8 +200,9 @@ def _progress(m: Machine) -> Iterator[Callable[[], None]]:
 @contextmanager
 def _output(path: str | None) -> Iterator[IO[str]]:
     if path is None:
+        if sys.stdout is None:                   # started with stdout closed (>&-)
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         yield sys.stdout
-        sys.stdout.flush()
         return
     with open(path, "w") as out:
         yield out

@@ -2,18 +2,22 @@
 
 Each subcommand module calls :func:`command` at import time with a function
 that adds its arguments and a function that runs it. New tools register
-themselves the same way; this module holds no tool logic.
+themselves the same way; this module holds no tool logic. Ctrl-C ends any
+command with status 130 (128 + SIGINT, as a shell shows it) and one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["main", "command", "CliError"]
+__all__ = ["main", "command", "CliError", "positive_int", "positive_float"]
+
+INTERRUPTED = 128 + 2      # SIGINT
 
 # Modules that register subcommands; imported lazily by main().
 _COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run", "kprobe_emu._cmd_sweep",
@@ -35,6 +39,29 @@ class _Command:
 
 
 _registry: dict[str, _Command] = {}
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of a count that must be at least 1 (a budget, a slice)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not positive: give an integer of at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type`` of a duration in seconds: positive and finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a positive number of seconds") \
+            from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive, finite number of seconds")
+    return value
 
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
@@ -68,3 +95,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 1
+    except KeyboardInterrupt:
+        _say(f"kprobe-emu {args.command}: interrupted")
+        return INTERRUPTED
+
+
+def _say(line: str) -> None:
+    """One line on stderr after the guest's output, whatever state the streams are in."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        if sys.stderr is not None:
+            print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass

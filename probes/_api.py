@@ -16,8 +16,9 @@ from emu import Machine
 
 from ._core import get_manager
 from ._errors import ProbeError
+from ._exclusive import exclusive
 from ._kprobe import Kprobe
-from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, Kretprobe
+from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, KRETPROBE_MAXACTIVE_LIMIT, Kretprobe
 from ._pending import defer_if_pending, forget_pending
 
 __all__ = [
@@ -30,6 +31,7 @@ _DEFAULT_MAXACTIVE = 10       # max(10, 2 * num_possible_cpus()) with one CPU
 _ENDBR64 = bytes.fromhex("f30f1efa")
 
 
+@exclusive
 def register_kprobe(m: Machine, kp: Kprobe) -> None:
     """Plant ``kp``. Raises :class:`ProbeError` with the kernel's errno."""
     if not isinstance(kp, Kprobe):
@@ -39,6 +41,7 @@ def register_kprobe(m: Machine, kp: Kprobe) -> None:
     get_manager(m).register(kp)
 
 
+@exclusive
 def unregister_kprobe(m: Machine, kp: Kprobe) -> None:
     """Remove ``kp``; a probe that is not registered on ``m`` is ignored (as in the kernel)."""
     if forget_pending(m, kp):
@@ -70,6 +73,7 @@ def _check_func_entry(m: Machine, rp: Kretprobe) -> None:
                      f"kretprobe at {m.symbolize(addr)}: not at the entry of {sym.name}")
 
 
+@exclusive
 def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
     """Probe the returns of a function. Raises :class:`ProbeError`."""
     if not isinstance(rp, Kretprobe):
@@ -83,12 +87,19 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
         raise ProbeError(errno.E2BIG, f"data_size {rp.data_size} is over {KRETPROBE_MAX_DATA_SIZE}")
     if rp.data_size < 0:
         raise ProbeError(errno.EINVAL, f"data_size {rp.data_size} is negative")
+    if rp.maxactive > KRETPROBE_MAXACTIVE_LIMIT:
+        raise ProbeError(errno.E2BIG, f"maxactive {rp.maxactive} is over {KRETPROBE_MAXACTIVE_LIMIT}")
     if rp.maxactive <= 0:
         rp.maxactive = _DEFAULT_MAXACTIVE
     rp.nmissed = 0
     rp.nunwound = 0
+    try:                    # the pool first: a failed allocation leaves nothing registered
+        rp._alloc_pool()
+    except MemoryError:
+        rp._free = []
+        raise ProbeError(errno.ENOMEM, f"no memory for {rp.maxactive} instances of "
+                                       f"{rp.data_size} bytes") from None
     rp._mgr = get_manager(m)
-    rp._alloc_pool()
     try:
         register_kprobe(m, rp.kp)
     except BaseException:
@@ -97,6 +108,7 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
         raise
 
 
+@exclusive
 def unregister_kretprobe(m: Machine, rp: Kretprobe) -> None:
     """Remove ``rp``. Calls in flight still return to the right place; no handler
     runs for them after this (the kernel's rethook clears the handler)."""

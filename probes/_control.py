@@ -9,7 +9,8 @@ from emu import Machine
 
 from ._core import get_manager
 from ._errors import ProbeError
-from ._kprobe import KPROBE_FLAG_DISABLED, Kprobe
+from ._exclusive import exclusive
+from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE, Kprobe
 from ._kretprobe import Kretprobe
 
 __all__ = ["enable_kprobe", "disable_kprobe", "enable_kretprobe", "disable_kretprobe",
@@ -21,14 +22,19 @@ def _registered(m: Machine, kp: Kprobe) -> None:
         raise ProbeError(errno.EINVAL, f"{kp!r} is not registered on this machine")
 
 
+@exclusive
 def enable_kprobe(m: Machine, kp: Kprobe) -> None:
-    """Re-arm a disabled probe (``enable_kprobe()``). EINVAL if not registered."""
+    """Re-arm a disabled probe (``enable_kprobe()``). EINVAL if not registered, or
+    if its code was unmapped (``KPROBE_FLAG_GONE``: nothing left to arm)."""
     _registered(m, kp)
+    if kp.flags & KPROBE_FLAG_GONE:
+        raise ProbeError(errno.EINVAL, f"{kp!r} is gone: its code was unmapped")
     kp.flags &= ~KPROBE_FLAG_DISABLED
     mgr = get_manager(m)
     mgr.update(mgr.site_of(kp))
 
 
+@exclusive
 def disable_kprobe(m: Machine, kp: Kprobe) -> None:
     """Stop a probe firing without unregistering it. The int3 goes away only when
     every probe sharing its address is disabled. EINVAL if not registered."""
@@ -47,6 +53,7 @@ def disable_kretprobe(m: Machine, rp: Kretprobe) -> None:
     disable_kprobe(m, rp.kp)
 
 
+@exclusive
 def arm_all(m: Machine) -> None:
     """The debugfs ``enabled`` switch on: arm every probe not individually disabled."""
     mgr = get_manager(m)
@@ -54,6 +61,7 @@ def arm_all(m: Machine) -> None:
     mgr.update_all()
 
 
+@exclusive
 def disarm_all(m: Machine) -> None:
     """The debugfs ``enabled`` switch off: per-probe flags are kept; probes
     registered meanwhile stay disarmed until :func:`arm_all`."""
@@ -62,6 +70,7 @@ def disarm_all(m: Machine) -> None:
     mgr.update_all()
 
 
+@exclusive
 def add_blacklist(m: Machine, start: int, end: int) -> None:
     """Refuse probes on ``[start, end)`` with EINVAL (``NOKPROBE_SYMBOL`` analogue).
 
@@ -72,6 +81,7 @@ def add_blacklist(m: Machine, start: int, end: int) -> None:
     get_manager(m).user_blacklist.append((start, end))
 
 
+@exclusive
 def set_optimization(m: Machine, enabled: bool) -> None:
     """The ``debug.kprobes-optimization`` sysctl: serve probes that have no
     post_handler by a code hook instead of an int3 (no patch, no second trap)."""

@@ -13,6 +13,11 @@ Invariants:
 - A site or slot removed while a step may still use it is only released once
   no step can reach it (the kernel waits for RCU; we count pending steps and
   recycle slots only while the guest is stopped).
+- A site whose code is unmapped is *gone* (``kill_kprobe``): its children get
+  ``KPROBE_FLAG_GONE``, count as disabled, and nothing is written where the code
+  was; the site stays in ``sites`` until its probes are unregistered. A probe
+  registered there later (new code mapped) gets a fresh site that adopts the
+  gone children (``register_aggr_kprobe`` re-preparing a gone aggregate).
 - A handler's register writes apply when it returns normally; an exception is
   handed to the machine (the running ``call`` raises it) and the probe
   mechanics still complete, so the guest state stays whole. State a stopped
@@ -22,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import errno
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +37,7 @@ from emu._memory import PROT_X
 from emu._regtable import RIP
 
 from ._errors import ProbeError
-from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_OPTIMIZED, Kprobe
+from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE, KPROBE_FLAG_OPTIMIZED, Kprobe
 from ._regs import PtRegs
 from ._rethook import Rethook
 from .arch.x86_64 import X86_64, ArchInsn
@@ -45,10 +51,13 @@ _EXT_KEY = "probes.kprobes"
 # hook: 2.9 us a hit with 1,000): past this many, further probes stay int3 (O(1) dispatch by address).
 MAX_OPTIMIZED = 32
 
+# kprobe_disabled(): a gone probe never fires either.
+_NOT_FIRING = KPROBE_FLAG_DISABLED | KPROBE_FLAG_GONE
+
 
 class _Site:
     __slots__ = ("addr", "ainsn", "probes", "active", "posts", "mode", "hook", "handler",
-                 "hooked", "pending")
+                 "hooked", "pending", "gone")
 
     def __init__(self, addr: int, ainsn: ArchInsn) -> None:
         self.addr = addr
@@ -61,9 +70,10 @@ class _Site:
         self.handler: Callable[..., None] | None = None   # the current hit callback
         self.hooked: Callable[..., None] | None = None    # the one the code hook calls
         self.pending: list[bool] = []            # out-of-line steps in flight (reenter?)
+        self.gone = False                        # its code was unmapped
 
     def refresh(self) -> None:
-        self.active = tuple(p for p in self.probes if not p.flags & KPROBE_FLAG_DISABLED)
+        self.active = tuple(p for p in self.probes if not p.flags & _NOT_FIRING)
         self.posts = tuple(p for p in self.active if p.post_handler is not None)
 
 
@@ -81,6 +91,7 @@ class KprobeManager:
         self.m = m
         self.arch = X86_64(m)
         self.sites: dict[int, _Site] = {}
+        self._addrs: list[int] = []         # sorted keys of sites
         self.running = False
         self.armed_all = True
         self.optimize = False
@@ -90,11 +101,13 @@ class KprobeManager:
         self._gpr = m.cpu.gpr
         self.rethook = Rethook(self)
         self.trampoline = self.rethook.addr
+        self.arch.sit_unwinder(self.find_ret_addr)
         self._dying: list[_Site] = []      # unregistered, an out-of-line step pending
         self._stepping: set[_Site] = set()  # sites with an out-of-line step pending
         self._rehook: set[_Site] = set()    # optimized sites re-served during a run
         m.on_start.append(self._reset_transient)
         m.on_task_exit.append(self._task_exit)
+        m.mem.on_unmap.append(self._on_unmap)
 
     # --- registration ---------------------------------------------------------------
     def resolve(self, kp: Kprobe) -> int:
@@ -124,13 +137,8 @@ class KprobeManager:
         addr = self.resolve(kp)
         self.check_address_safe(addr)
         site = self.sites.get(addr)
-        if site is None:
-            if self.m.depth == 0:
-                self.arch.xol.collect()
-            site = _Site(addr, self.arch.prepare(addr))
-            self.sites[addr] = site
-            if site.ainsn.slot is not None:
-                self.m.traps[site.ainsn.slot.step_trap] = self._step_trap_for(site)
+        if site is None or site.gone:
+            site = self._new_site(addr, site)
         kp.addr = addr
         kp.flags &= KPROBE_FLAG_DISABLED
         kp.nmissed = 0
@@ -139,6 +147,42 @@ class KprobeManager:
         self.update(site)
         if site.mode == "optimized":      # a joining child shares the aggregate's state
             kp.flags |= KPROBE_FLAG_OPTIMIZED
+
+    def _new_site(self, addr: int, gone: _Site | None) -> _Site:
+        """Prepare the instruction at ``addr``; a gone site there hands over its
+        (still gone) probes and finishes any step of the old code on its own."""
+        if self.m.depth == 0:
+            self.arch.xol.collect()
+        site = _Site(addr, self.arch.prepare(addr))
+        if gone is not None:
+            site.probes, gone.probes = gone.probes, []
+        else:
+            bisect.insort(self._addrs, addr)
+        self.sites[addr] = site
+        if site.ainsn.slot is not None:
+            self.m.traps[site.ainsn.slot.step_trap] = self._step_trap_for(site)
+        return site
+
+    def _on_unmap(self, start: int, end: int) -> None:
+        """``kill_kprobe()`` for each site in ``[start, end)``: its code is going away."""
+        lo = bisect.bisect_left(self._addrs, start)
+        hi = bisect.bisect_left(self._addrs, end)
+        for addr in self._addrs[lo:hi]:
+            site = self.sites[addr]
+            if site.gone:
+                continue
+            site.gone = True
+            for kp in site.probes:
+                kp.flags |= KPROBE_FLAG_GONE
+            self.update(site)             # no child fires: disarmed (nothing written), unhooked
+            self._retire(site)
+
+    def _retire(self, site: _Site) -> None:
+        """Free the site's slot once no out-of-line step can reach it any more."""
+        if not site.pending:
+            self._release(site)
+        elif site not in self._dying:
+            self._dying.append(site)
 
     def unregister(self, kp: Kprobe) -> None:
         """``unregister_kprobe()``: a probe that is not registered here is ignored."""
@@ -151,11 +195,9 @@ class KprobeManager:
         self.update(site)
         if not site.probes:
             del self.sites[site.addr]
+            self._addrs.remove(site.addr)
             self.m.traps.pop(site.addr, None)
-            if site.pending:
-                self._dying.append(site)
-            else:
-                self._release(site)
+            self._retire(site)
 
     def _reset_transient(self) -> None:
         """Before an outermost call: a previous one aborted by a handler exception
@@ -214,6 +256,7 @@ class KprobeManager:
     def _serve(self, site: _Site, mode: str | None) -> None:
         if site.mode == "int3" and mode != "int3":
             self.arch.disarm(site.addr)
+            self.m.traps.pop(site.addr, None)    # an int3 there later is not ours
         if site.hook is not None and mode != "optimized":
             self.m.unhook(site.hook)
             site.hook = site.hooked = None
@@ -267,6 +310,14 @@ class KprobeManager:
             general = self._pre_path(site, optimized, forward=False)
             return self.rethook.entry_fast_path(site, only._kretprobe, general, optimized)
         return self._pre_path(site, optimized, forward=True)
+
+    def find_ret_addr(self, slot: int) -> int | None:
+        """``kretprobe_find_ret_addr()``: the real return address the current task's
+        kretprobes hijacked at stack address ``slot``, or None."""
+        for ri in reversed(self.rethook.inflight.get(self.m.current_task, ())):
+            if ri.fp == slot:
+                return ri.ret_addr
+        return None
 
     def update_all(self) -> None:
         for site in list(self.sites.values()):
@@ -327,8 +378,8 @@ class KprobeManager:
                 regs._dirty = None
                 for kp in active:
                     pre = kp.pre_handler
-                    # A handler earlier in this walk may have disabled kp.
-                    if pre is None or kp.flags & KPROBE_FLAG_DISABLED:
+                    # A handler earlier in this walk may have disabled kp (or unmapped it).
+                    if pre is None or kp.flags & _NOT_FIRING:
                         continue
                     try:
                         moved = pre(kp, regs)
@@ -349,6 +400,8 @@ class KprobeManager:
                         return
                 if optimized:
                     mgr.running = False
+                    if site.gone:        # a handler unmapped the code: fetch it anew
+                        set_pc(addr)
                 else:
                     single_step(site, False)
                 if m.sched is not None:      # the scheduler may switch tasks at a hit
@@ -360,9 +413,14 @@ class KprobeManager:
     def _single_step(self, site: _Site, reenter: bool) -> None:
         ainsn = site.ainsn
         gpr = self._gpr
+        if site.gone:                    # a handler unmapped the code: run what is there now
+            gpr[RIP] = site.addr
+            if not reenter:
+                self.running = False
+            return
         if ainsn.emulate is not None:
             nxt = ainsn.emulate()
-            if reenter or not site.posts:
+            if reenter or not site.posts or ainsn.faults_out_of_line(nxt):
                 gpr[RIP] = nxt
                 if not reenter:
                     self.running = False

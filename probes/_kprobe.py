@@ -49,6 +49,8 @@ class Kprobe:
         self._mgr: KprobeManager | None = None
         # Set for the entry probe of a kretprobe (the kernel finds it by pre_handler).
         self._kretprobe: Any = None
+        # The machine it waits on while pending (probes._pending), else None.
+        self._pending_on: Any = None
 
     @property
     def registered(self) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from emu import Task
+from emu._memory import PROT_RW
 
 from ._kprobe import Kprobe
 
@@ -22,9 +23,13 @@ if TYPE_CHECKING:
     from ._core import KprobeManager
     from ._regs import PtRegs
 
-__all__ = ["Kretprobe", "KretprobeInstance", "KRETPROBE_MAX_DATA_SIZE"]
+__all__ = ["Kretprobe", "KretprobeInstance", "KRETPROBE_MAX_DATA_SIZE", "KRETPROBE_MAXACTIVE_LIMIT"]
 
 KRETPROBE_MAX_DATA_SIZE = 4096          # include/linux/kprobes.h
+# The largest instance pool register_kretprobe preallocates (E2BIG above): the
+# kernel bounds it only by memory (and trace_kprobe.c's r<N> by 4096), here a
+# typo cannot make the host allocate millions of instances.
+KRETPROBE_MAXACTIVE_LIMIT = 1 << 16
 
 RetHandler = Callable[["KretprobeInstance", "PtRegs"], Any]
 EntryHandler = Callable[["KretprobeInstance", "PtRegs"], "int | None"]
@@ -67,7 +72,8 @@ class Kretprobe:
             non-zero skips the return handler for that call.
         data_size: bytes of ``ri.data`` per instance (at most 4096).
         maxactive: instances preallocated; ``<= 0`` means 10 (the kernel's
-            ``max(10, 2 * NR_CPUS)`` with one CPU). ``rp.maxactive`` shows the
+            ``max(10, 2 * NR_CPUS)`` with one CPU), at most 65536
+            (:data:`KRETPROBE_MAXACTIVE_LIMIT`). ``rp.maxactive`` shows the
             effective value once registered.
 
     Counters (reset by registration): ``nmissed``, entries that found no free
@@ -140,9 +146,18 @@ class Kretprobe:
         return 0
 
     def _prepare(self, mgr: KprobeManager, ri: KretprobeInstance, regs: PtRegs) -> None:
-        """``arch_prepare_kretprobe()`` plus the push on the task's list."""
+        """``arch_prepare_kretprobe()`` plus the push on the task's list. A return
+        address the CPU could not read and write (a stack pointer into a hole or
+        a read-only page) is left alone, as ``arch_uretprobe_hijack_return_addr``
+        fails: the instance goes back, counted in ``nunwound``, and the guest's own
+        access faults as it would unprobed."""
         task = ri.task = mgr.m.current_task
         sp = regs.rsp
+        if mgr.m.mem.span(sp, 8, PROT_RW) < 8:
+            ri.task = None
+            self._free.append(ri)
+            self.nunwound += 1
+            return
         stack = mgr.rethook.inflight_of(task, sp)
         ret = mgr.m.mem.read_u64(sp)
         ri.shared = bool(stack) and stack[-1].fp == sp

@@ -12,6 +12,10 @@ loads fails with ENOENT instead.
 Invariants: a pending probe is not registered (``kp.registered`` is False
 until it arms); unregistering it just forgets it; an error while arming (the
 object has no such symbol) stops the guest and the running ``m.run`` raises it.
+A probe object is registered on one machine at a time, pending or not:
+``kp._pending_on`` names the machine it waits on, and registering it anywhere
+meanwhile (or making a registered probe pending) is refused with ``EINVAL`` at
+once, not when the object appears in the middle of a run.
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ class _PendingProbes:
 
     def __init__(self, m: Machine) -> None:
         self.m = m
-        self.waiting: list[tuple[str, Any, Register]] = []   # (object, probe, register)
+        # (object, its kprobe, the probe (kp or its kretprobe), register)
+        self.waiting: list[tuple[str, Kprobe, Any, Register]] = []
         m.on_object_mapped.append(self._on_mapped)
 
     def _on_mapped(self, obj: MappedObject) -> None:
         ready = [w for w in self.waiting if w[0] in (obj.name, obj.path)]
         self.waiting = [w for w in self.waiting if w not in ready]
-        for _name, probe, register in ready:
+        for _name, kp, probe, register in ready:
+            kp._pending_on = None
             register(self.m, probe)
 
 
@@ -66,21 +72,25 @@ def _waits_for(m: Machine, kp: Kprobe) -> str | None:
 def defer_if_pending(m: Machine, kp: Kprobe, probe: Any, register: Register) -> bool:
     """Make ``probe`` (``kp`` or the kretprobe owning it) pending if its object is
     not mapped yet; True if so. ``register(m, probe)`` arms it later."""
+    if kp._pending_on is not None:
+        where = "this machine" if kp._pending_on is m else "another machine"
+        raise ProbeError(errno.EINVAL, f"{probe!r} is already registered (pending on {where})")
     obj = _waits_for(m, kp)
     if obj is None:
         return False
-    if is_pending(m, probe):
-        raise ProbeError(errno.EINVAL, f"{probe!r} is already registered (pending on {obj})")
+    if kp._mgr is not None:
+        raise ProbeError(errno.EINVAL, f"{probe!r} is already registered")
     pending = _pending(m, create=True)
     assert pending is not None
-    pending.waiting.append((obj, probe, register))
+    pending.waiting.append((obj, kp, probe, register))
+    kp._pending_on = m
     return True
 
 
 def is_pending(m: Machine, probe: Any) -> bool:
     """True while ``probe`` waits for its object to be mapped."""
     pending = _pending(m, create=False)
-    return pending is not None and any(w[1] is probe for w in pending.waiting)
+    return pending is not None and any(w[2] is probe for w in pending.waiting)
 
 
 def forget_pending(m: Machine, probe: Any) -> bool:
@@ -88,6 +98,8 @@ def forget_pending(m: Machine, probe: Any) -> bool:
     pending = _pending(m, create=False)
     if pending is None:
         return False
-    before = len(pending.waiting)
-    pending.waiting = [w for w in pending.waiting if w[1] is not probe]
-    return len(pending.waiting) != before
+    gone = [w for w in pending.waiting if w[2] is probe]
+    pending.waiting = [w for w in pending.waiting if w[2] is not probe]
+    for w in gone:
+        w[1]._pending_on = None
+    return bool(gone)

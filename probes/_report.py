@@ -7,7 +7,7 @@ from emu import Machine
 from emu._unwind import follows_call, unwind
 
 from ._core import KprobeManager, get_manager
-from ._kprobe import KPROBE_FLAG_DISABLED
+from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE
 from ._regs import PtRegs
 
 __all__ = ["list_probes", "stack_trace"]
@@ -18,8 +18,10 @@ def list_probes(m: Machine) -> str:
 
         0000000000400000  r  fib+0x0  [OPTIMIZED]  nmissed=0 nunwound=2
         0000000000400004  k  fib+0x4  [DISABLED]
+        00007f0000001000  k  libfoo.so:bar+0x0  [GONE]
 
-    ``k`` a kprobe, ``r`` a kretprobe's entry probe; each child of an aggregate
+    ``k`` a kprobe, ``r`` a kretprobe's entry probe; ``[GONE]`` a probe whose code
+    was unmapped (``KPROBE_FLAG_GONE``); each child of an aggregate
     (several probes on one address) has its own line, in registration order. A
     kretprobe's line ends with its counters (the kernel shows them in
     ``kprobe_profile``; ``nunwound`` is ours, see :class:`Kretprobe`).
@@ -33,7 +35,9 @@ def list_probes(m: Machine) -> str:
             sym = m.symbols.lookup(addr)
             where = f"{sym.name}+{addr - sym.addr:#x}" if sym else f"{addr:#x}"
             flags = []
-            if kp.flags & KPROBE_FLAG_DISABLED:
+            if kp.flags & KPROBE_FLAG_GONE:      # report_probe(): [GONE] hides [DISABLED]
+                flags.append("[GONE]")
+            elif kp.flags & KPROBE_FLAG_DISABLED:
                 flags.append("[DISABLED]")
             if site.mode == "optimized":
                 flags.append("[OPTIMIZED]")

@@ -1,25 +1,39 @@
 """Open files of the guest and its file descriptor table.
 
-Three kinds: the standard input (bytes given to ``from_elf``), the standard
-output and error (``Machine.stdout``/``stderr``, looked up on each write), and
-host files opened through the access policy (:mod:`emu.linux._fs`). Descriptors
-share an open file after ``dup`` as in the kernel (``struct file`` refcount).
+Three kinds: the standard input (bytes given to ``from_elf``, or a host binary
+stream read only when and as much as the guest reads), the standard output and
+error (``Machine.stdout``/``stderr``, looked up on each write; a closed or full
+stream is ``EBADF``/``ENOSPC`` for the guest), and host files opened through the
+access policy (:mod:`emu.linux._fs`). Descriptors share an open file after
+``dup`` as in the kernel (``struct file`` refcount).
+
+Host descriptors: each :class:`HostFile` owns its descriptor through a
+``weakref.finalize``, so it is closed by ``close`` (the guest's, the process's
+exit, ``Machine.close``) or, at the latest, when the file object is collected
+with its machine. No path leaks a host descriptor.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
+import sys
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
-from .._streams import write_stream
+from .._streams import HostStream, write_stream
 from ._registry import KernelError
 
-__all__ = ["host_call", "OpenFile", "InputFile", "OutputFile", "HostFile", "FdTable"]
+__all__ = ["host_call", "OpenFile", "InputFile", "OutputFile", "HostFile", "FdTable", "MAX_FDS",
+           "Stdin"]
 
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
-_MAX_FDS = 1024
+MAX_FDS = 1024                  # RLIMIT_NOFILE of a fresh shell: descriptors are 0..1023
+
+# What the guest's standard input reads: fixed bytes, or a binary stream.
+Stdin = bytes | bytearray | memoryview | IO[bytes]
 
 
 class OpenFile:
@@ -37,8 +51,16 @@ class OpenFile:
     def write(self, data: bytes) -> int:
         raise KernelError(errno.EBADF)
 
+    def pwrite(self, data: bytes, offset: int) -> int:
+        raise KernelError(errno.ESPIPE)
+
     def lseek(self, offset: int, whence: int) -> int:
         raise KernelError(errno.ESPIPE)
+
+    @property
+    def regular(self) -> bool:
+        """A regular file: a read returns all it is asked for, up to the end of file."""
+        return False
 
     def host_stat(self) -> os.stat_result | None:
         """The host file's status; ``None``: a pipe (the standard streams)."""
@@ -52,18 +74,37 @@ class OpenFile:
 
 
 class InputFile(OpenFile):
-    """The guest's standard input: a fixed byte string, then end of file."""
+    """The guest's standard input: a fixed byte string then end of file, or a host
+    binary stream, read when the guest reads and no more than it asks (one
+    ``read1``, or one ``read`` of a raw stream: what is there, waiting only
+    while nothing is)."""
 
     path = "pipe:[stdin]"
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+    def __init__(self, source: Stdin) -> None:
+        self._stream: IO[bytes] | None = None
+        self._data = b""
+        if isinstance(source, bytes | bytearray | memoryview):
+            self._data = bytes(source)
+        else:
+            self._stream = source
         self._pos = 0
 
     def read(self, n: int) -> bytes:
-        chunk = self._data[self._pos:self._pos + n]
-        self._pos += len(chunk)
-        return chunk
+        if self._stream is None:
+            chunk = self._data[self._pos:self._pos + n]
+            self._pos += len(chunk)
+            return chunk
+        read = getattr(self._stream, "read1", None) or self._stream.read
+        try:
+            data = read(n)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO) from None
+        except ValueError:                  # the stream was closed
+            raise KernelError(errno.EBADF) from None
+        if data is None:                    # a non-blocking raw stream with nothing ready
+            raise KernelError(errno.EAGAIN)
+        return data.encode() if isinstance(data, str) else bytes(data)
 
 
 class OutputFile(OpenFile):
@@ -76,7 +117,17 @@ class OutputFile(OpenFile):
         self._get = get
 
     def write(self, data: bytes) -> int:
-        write_stream(self._get(), data)
+        stream = self._get()
+        if stream is None or (isinstance(stream, HostStream) and getattr(sys, stream.name) is None):
+            raise KernelError(errno.EBADF)          # e.g. the host's stdout closed (>&-)
+        try:
+            write_stream(stream, data)
+        except OSError as exc:                      # /dev/full: ENOSPC, a closed pipe: EPIPE
+            raise KernelError(exc.errno or errno.EIO) from None
+        except UnicodeError:
+            raise KernelError(errno.EIO) from None
+        except ValueError:                          # the stream was closed
+            raise KernelError(errno.EBADF) from None
         return len(data)
 
 
@@ -89,6 +140,18 @@ class HostFile(OpenFile):
         self.fd = fd
         self.writable = writable
         self._dir: list[os.DirEntry[str]] | None = None
+        self._regular: bool | None = None
+        # Owns the host descriptor: runs once, at close() or when collected.
+        self._closer = weakref.finalize(self, _close_fd, fd)
+
+    @property
+    def regular(self) -> bool:
+        if self._regular is None:
+            try:
+                self._regular = stat.S_ISREG(os.fstat(self.fd).st_mode)
+            except OSError:
+                self._regular = False
+        return self._regular
 
     def read(self, n: int) -> bytes:
         return host_call(os.read, self.fd, n)
@@ -100,6 +163,11 @@ class HostFile(OpenFile):
         if not self.writable:
             raise KernelError(errno.EBADF)
         return host_call(os.write, self.fd, data)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        if not self.writable:
+            raise KernelError(errno.EBADF)
+        return host_call(os.pwrite, self.fd, data, offset)
 
     def lseek(self, offset: int, whence: int) -> int:
         return host_call(os.lseek, self.fd, offset, whence)
@@ -114,7 +182,14 @@ class HostFile(OpenFile):
         return self._dir
 
     def close(self) -> None:
-        os.close(self.fd)
+        self._closer()
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:                 # pragma: no cover - already closed
+        pass
 
 
 def host_call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -142,12 +217,31 @@ class FdTable:
         return fd in self._fds
 
     def install(self, f: OpenFile, fd: int | None = None, lowest: int = 0) -> int:
+        """Give ``f`` the descriptor ``fd`` (closing what was there, ``dup2``) or the
+        lowest free one from ``lowest``. A file no descriptor holds is closed when
+        this fails.
+
+        Raises:
+            KernelError: ``EBADF`` for an ``fd`` out of range (``dup2``), ``EINVAL``
+                for a ``lowest`` out of range (``F_DUPFD``), ``EMFILE`` when full.
+        """
+        code = 0
         if fd is None:
-            fd = lowest
-            while fd in self._fds:
-                fd += 1
-        if fd >= _MAX_FDS:
-            raise KernelError(errno.EMFILE)
+            if not 0 <= lowest < MAX_FDS:
+                code = errno.EINVAL
+            else:
+                fd = lowest
+                while fd in self._fds:
+                    fd += 1
+                if fd >= MAX_FDS:
+                    code = errno.EMFILE
+        elif not 0 <= fd < MAX_FDS:
+            code = errno.EBADF
+        if code:
+            if id(f) not in self._refs:
+                f.close()
+            raise KernelError(code)
+        assert fd is not None
         if fd in self._fds:
             self.close(fd)
         self._fds[fd] = f

@@ -11,6 +11,9 @@ Rules (issue #4):
 - nothing else. A path is judged by its host real path (every ``..`` and symlink
   resolved), so neither can lead out of an allowed tree.
 A denied access raises ``EACCES`` (the caller reports it once per path).
+
+Code is stricter (:meth:`FsPolicy.allows_code`): the loader takes a ``PT_INTERP``
+interpreter only from the system library directories or under ``fs_root``.
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ class FsPolicy:
         if self.allows(real, write=write):
             return real
         raise KernelError(errno.EACCES)
+
+    def allows_code(self, real: str) -> bool:
+        """Whether host real path ``real`` may hold an interpreter or a library: the
+        system library directories and ``fs_root`` only (not the single files)."""
+        return (self.root is not None and _within(real, self.root)) or any(
+            _within(real, d) for d in self._ro_dirs)
 
     def allows(self, real: str, *, write: bool) -> bool:
         if real in self._rw_files:

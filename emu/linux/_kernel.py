@@ -8,19 +8,34 @@ to rax; like the kernel's ``entry_SYSCALL_64``, rcx gets the return address and
 r11 the flags. Handlers live in ``_sys_*.py`` modules and register in
 :data:`emu.linux._registry.SYSCALLS`; an unknown number returns ``-ENOSYS`` and is
 reported once.
+
+No Python exception leaves a system call (the kernel never panics on a user's
+arguments): a handler's :class:`KernelError` is its ``-errno``; a host error it
+let through becomes the errno Linux gives for that kind of failure (an
+``OSError`` its own; :data:`_HOST_ERRNO` for the rest, each reported once as an
+emulator bug). What stops the run on purpose passes: ``ProcessExit``, an
+:class:`EmuError` (a fault, a limit), anything raised by a client's callback
+the syscall layer called (a probe registered when a library is mapped),
+``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import random
+import struct
 import sys
+import sysconfig
 from typing import TYPE_CHECKING, Any
 
+import unicorn
+from unicorn import UcError
 from unicorn import unicorn_const as _uc
 from unicorn.x86_const import UC_X86_INS_SYSCALL
 
+from .._errors import EmuError
 from .._regtable import MASK64, R8, R9, R10, R11, RAX, RCX, RDI, RDX, RIP, RSI
 from .._task import Task
 from ._files import FdTable, InputFile, OutputFile
@@ -37,6 +52,29 @@ __all__ = ["Kernel", "ProcessExit"]
 
 HOOK_INSN_SYSCALL_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 UID = GID = 1000
+
+# Host exceptions a handler let through, and what the guest gets instead (first
+# match; OSError carries its own errno): a guest number the host cannot take is
+# an invalid argument, a value too large for the guest's field an overflow.
+_HOST_ERRNO: tuple[tuple[type[Exception], int], ...] = (
+    (MemoryError, errno.ENOMEM),
+    (UcError, errno.EFAULT),
+    (OverflowError, errno.EINVAL),
+    (struct.error, errno.EOVERFLOW),
+    (UnicodeError, errno.EINVAL),
+    (ValueError, errno.EINVAL),
+)
+_OTHER_ERRNO = errno.EINVAL
+# Code that is the syscall layer's own (or what it calls): the emulator, the
+# standard library, installed libraries. A frame elsewhere is a client's: a
+# callback (see _raised_in_callback) or a handler a user registered.
+_OWN_CODE = tuple(os.path.join(os.path.realpath(p), "") for p in {
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
+    sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+    os.path.dirname(os.path.dirname(os.path.abspath(unicorn.__file__))),
+    os.path.dirname(os.path.abspath(os.__file__)),
+})
 
 
 class ProcessExit(Exception):
@@ -92,11 +130,19 @@ class Kernel:
         self.denied: list[str] = []
         self.exited: ProcessExit | None = None
         self._hook: int | None = None
+        self._host_errors: set[tuple[int, type]] = set()    # (nr, kind) reported
 
     # --- reporting -------------------------------------------------------------------
     def report(self, message: str) -> None:
-        """An emulator diagnostic (not guest output): one line on the host's stderr."""
-        print(f"kprobe-emu: {message}", file=sys.stderr, flush=True)
+        """An emulator diagnostic (not guest output): one line on the host's stderr,
+        if it has one (``2>&-`` leaves ``sys.stderr`` None or closed)."""
+        stream = sys.stderr
+        if stream is None:
+            return
+        try:
+            print(f"kprobe-emu: {message}", file=stream, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def deny(self, path: str) -> None:
         if path not in self.denied:
@@ -159,22 +205,47 @@ class Kernel:
         def on_syscall(_uch: Any, _user: Any) -> None:
             try:
                 nr = gpr[RAX]
-                entry = table.get(nr)
-                if entry is None:
-                    ret = self._unknown(nr)
-                else:
-                    fn, nargs = entry
-                    args = (gpr[RDI], gpr[RSI], gpr[RDX], gpr[R10], gpr[R8], gpr[R9])
-                    ret = fn(self, *args[:nargs])
-            except KernelError as exc:
-                ret = -exc.errno
-            except BaseException as exc:  # ctypes would swallow it: carry it to run()
+                try:
+                    entry = table.get(nr)
+                    if entry is None:
+                        ret = self._unknown(nr) & MASK64
+                    else:
+                        fn, nargs = entry
+                        args = (gpr[RDI], gpr[RSI], gpr[RDX], gpr[R10], gpr[R8], gpr[R9])
+                        ret = fn(self, *args[:nargs]) & MASK64
+                except KernelError as exc:
+                    ret = -exc.errno & MASK64
+                except Exception as exc:
+                    if isinstance(exc, EmuError | ProcessExit) or _raised_in_callback(exc):
+                        raise
+                    ret = -self._host_error(nr, exc) & MASK64
+                gpr[RAX] = ret
+                gpr[RCX] = gpr[RIP] + 2
+                gpr[R11] = cpu.eflags
+            except BaseException as exc:  # on purpose, or Ctrl-C: ctypes would swallow it
                 self.m.abort(exc)
-                return
-            gpr[RAX] = ret & MASK64
-            gpr[RCX] = gpr[RIP] + 2
-            gpr[R11] = cpu.eflags
         return on_syscall
+
+    def _host_error(self, nr: int, exc: Exception) -> int:
+        """The errno of a host exception a handler let through (see the module
+        docstring); reported once per system call and kind, unless the host
+        itself refused (an ``OSError``: ``ENOSPC`` on /dev/full is no bug)."""
+        if isinstance(exc, OSError):
+            code = exc.errno
+            return code if isinstance(code, int) and 0 < code < 4096 else errno.EIO
+        code = next((e for kind, e in _HOST_ERRNO if isinstance(exc, kind)), _OTHER_ERRNO)
+        key = (nr, type(exc))
+        if key not in self._host_errors:
+            self._host_errors.add(key)
+            name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+            kind = type(exc)
+            what = kind.__name__ if kind.__module__ == "builtins" else \
+                f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+            if str(exc):
+                what += f": {exc}"
+            self.report(f"{name} returns -{errno.errorcode[code]}: the emulator failed with {what} "
+                        f"(at {self.m.symbolize(self.cpu.gpr[RIP])}; a bug in the syscall layer)")
+        return code
 
     def _unknown(self, nr: int) -> int:
         unknown = self.m.unknown_syscalls
@@ -183,3 +254,21 @@ class Kernel:
             self.report(f"unknown system call {nr} ({unknown[nr]}) returns -ENOSYS "
                         f"(at {self.m.symbolize(self.cpu.gpr[RIP])})")
         return -errno.ENOSYS
+
+
+def _raised_in_callback(exc: BaseException) -> bool:
+    """``exc`` came out of a client's callback that the syscall layer called
+    (a probe registered from ``on_object_mapped`` during ``mmap``): below the
+    hook, a frame of the layer's own code, then deeper a client's. A handler a
+    user registered is the layer itself: its errors become errnos too."""
+    tb = exc.__traceback__
+    tb = tb.tb_next if tb is not None else None      # the syscall hook itself
+    own = False
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        if path.startswith("<") or os.path.realpath(path).startswith(_OWN_CODE):
+            own = True
+        elif own:
+            return True
+        tb = tb.tb_next
+    return False

@@ -10,12 +10,14 @@ from __future__ import annotations
 import errno
 import time
 
+from .._memory import PROT_W
 from ._kernel import Kernel
 from ._registry import KernelError, s32, syscall
 from ._structs import RLIMIT, RLIMITS, TIMESPEC, TIMEVAL, pack_utsname
 
 _MAX_CLOCK = 11            # CLOCK_REALTIME .. CLOCK_TAI
 _MAX_RANDOM = 1 << 25
+_CHUNK = 1 << 20
 
 
 @syscall("clock_gettime")
@@ -58,8 +60,13 @@ def sys_time(k: Kernel, tloc: int) -> int:
 
 @syscall("getrandom")
 def sys_getrandom(k: Kernel, buf: int, count: int, flags: int) -> int:
-    count = min(count, _MAX_RANDOM)
-    k.write(buf, k.rng.randbytes(count))
+    # Only as much as the guest's buffer holds, in bounded chunks (no host-sized copy).
+    want = min(count, _MAX_RANDOM)
+    count = k.mem.span(buf, want, PROT_W) if want else 0
+    if want and not count:
+        raise KernelError(errno.EFAULT)
+    for off in range(0, count, _CHUNK):
+        k.write(buf + off, k.rng.randbytes(min(_CHUNK, count - off)))
     return count
 
 

@@ -1,13 +1,25 @@
-"""System calls on descriptors: read, write, seek, stat, ioctl, fcntl, dup, close."""
+"""System calls on descriptors: read, write, seek, stat, ioctl, fcntl, dup, close.
+
+Reads and writes move data between guest memory and the file :data:`IO_CHUNK`
+bytes at a time, so the host holds at most one chunk whatever count the guest
+passes. A transfer covers only guest memory that is mapped (writable, for a
+read) from the buffer on, at most ``MAX_RW_COUNT`` bytes, as ``vfs_read`` and
+``copy_to_user`` bound it: the guest cannot make the host allocate more than it
+has mapped. A regular file is read until the count or its end; anything else
+(standard input, pipes, devices) gets one read of at most a chunk, which returns
+what is there, as a pipe's ``read`` does.
+"""
 
 from __future__ import annotations
 
 import errno
-import os
 import struct
+from collections.abc import Sequence
 
+from .._memory import PROT_R, PROT_W
 from ._files import OpenFile
 from ._kernel import Kernel
+from ._mm import TASK_SIZE
 from ._registry import KernelError, s32, syscall
 from ._structs import IOVEC, fifo_stat, fifo_statx, pack_stat, pack_statx
 
@@ -16,64 +28,181 @@ FIONREAD = 0x541B
 # fcntl commands (include/uapi/asm-generic/fcntl.h)
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
-_MAX_IO = 1 << 30
+MAX_RW_COUNT = 0x7FFF_F000          # INT_MAX & PAGE_MASK (include/linux/fs.h)
+IO_CHUNK = 1 << 20                  # host bytes per step of a transfer
+UIO_MAXIOV = 1024
+_LOFF_MAX = (1 << 63) - 1
+
+Segments = list[tuple[int, int]]     # (guest address, bytes) of one transfer
+
+
+def _access_ok(buf: int, count: int) -> None:
+    """``access_ok()``: the buffer lies below the top of user space."""
+    if count > TASK_SIZE or buf > TASK_SIZE - count:
+        raise KernelError(errno.EFAULT)
+
+
+def _pos(offset: int, count: int) -> int:
+    """``loff_t`` of ``pread64``/``pwrite64``: ``EINVAL`` when negative or when the
+    transfer would pass ``LLONG_MAX`` (``ksys_pread64``, ``rw_verify_area``)."""
+    if offset > _LOFF_MAX or count > _LOFF_MAX - offset:
+        raise KernelError(errno.EINVAL)
+    return offset
+
+
+def _segments(k: Kernel, vecs: Sequence[tuple[int, int]], perms: int) -> Segments:
+    """The guest memory a transfer may use: the vectors, up to the first byte not
+    mapped with ``perms``, ``MAX_RW_COUNT`` bytes at most. ``EFAULT`` if the
+    first byte asked for is not."""
+    segs: Segments = []
+    room = MAX_RW_COUNT
+    for base, length in vecs:
+        length = min(length, room)
+        if not length:
+            continue
+        n = k.mem.span(base, length, perms)
+        if n:
+            segs.append((base, n))
+            room -= n
+        if n < length:
+            if not segs:
+                raise KernelError(errno.EFAULT)
+            break
+    return segs
+
+
+def _scatter(k: Kernel, segs: Segments, at: int, data: bytes) -> None:
+    """Write ``data`` into the segments, starting ``at`` bytes into them."""
+    view = memoryview(data)
+    for addr, n in segs:
+        if at >= n:
+            at -= n
+            continue
+        take = min(n - at, len(view))
+        k.write(addr + at, bytes(view[:take]))
+        view = view[take:]
+        at = 0
+        if not view:
+            return
+
+
+def _gather(k: Kernel, segs: Segments, at: int, size: int) -> bytes:
+    """``size`` bytes of the segments, starting ``at`` bytes into them."""
+    out = bytearray()
+    for addr, n in segs:
+        if at >= n:
+            at -= n
+            continue
+        take = min(n - at, size - len(out))
+        out += k.read(addr + at, take)
+        at = 0
+        if len(out) == size:
+            break
+    return bytes(out)
+
+
+def read_into(k: Kernel, f: OpenFile, vecs: Sequence[tuple[int, int]], offset: int | None = None) -> int:
+    """Read from ``f`` (at ``offset``, or its position) into guest memory; the count."""
+    segs = _segments(k, vecs, PROT_W)
+    room = sum(n for _, n in segs)
+    if not room:
+        return len(f.read(0) if offset is None else f.pread(0, offset))
+    done = 0
+    while done < room:
+        want = min(IO_CHUNK, room - done)
+        try:
+            data = f.read(want) if offset is None else f.pread(want, offset + done)
+        except KernelError:
+            if done:
+                break
+            raise
+        _scatter(k, segs, done, data)
+        done += len(data)
+        if len(data) < want or not f.regular:
+            break
+    return done
+
+
+def write_from(k: Kernel, f: OpenFile, vecs: Sequence[tuple[int, int]], offset: int | None = None) -> int:
+    """Write guest memory to ``f`` (at ``offset``, or its position); the count."""
+    segs = _segments(k, vecs, PROT_R)
+    room = sum(n for _, n in segs)
+    if not room:
+        return f.write(b"") if offset is None else f.pwrite(b"", offset)
+    done = 0
+    while done < room:
+        data = _gather(k, segs, done, min(IO_CHUNK, room - done))
+        try:
+            n = f.write(data) if offset is None else f.pwrite(data, offset + done)
+        except KernelError:
+            if done:
+                break
+            raise
+        done += n
+        if n < len(data):
+            break
+    return done
 
 
 @syscall("read")
 def sys_read(k: Kernel, fd: int, buf: int, count: int) -> int:
-    data = k.files[s32(fd)].read(min(count, _MAX_IO))
-    k.write(buf, data)
-    return len(data)
+    f = k.files[s32(fd)]
+    _access_ok(buf, count)
+    return read_into(k, f, [(buf, count)])
 
 
 @syscall("pread64")
 def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int) -> int:
-    data = k.files[s32(fd)].pread(min(count, _MAX_IO), offset)
-    k.write(buf, data)
-    return len(data)
+    pos = _pos(offset, count)
+    f = k.files[s32(fd)]
+    _access_ok(buf, count)
+    return read_into(k, f, [(buf, count)], pos)
 
 
 @syscall("write")
 def sys_write(k: Kernel, fd: int, buf: int, count: int) -> int:
-    return k.files[s32(fd)].write(k.read(buf, min(count, _MAX_IO)))
+    f = k.files[s32(fd)]
+    _access_ok(buf, count)
+    return write_from(k, f, [(buf, count)])
 
 
 @syscall("pwrite64")
 def sys_pwrite64(k: Kernel, fd: int, buf: int, count: int, offset: int) -> int:
+    pos = _pos(offset, count)
     f = k.files[s32(fd)]
-    here = f.lseek(0, os.SEEK_CUR)
-    f.lseek(offset, os.SEEK_SET)
-    try:
-        return f.write(k.read(buf, min(count, _MAX_IO)))
-    finally:
-        f.lseek(here, os.SEEK_SET)
+    _access_ok(buf, count)
+    return write_from(k, f, [(buf, count)], pos)
 
 
 def _iovecs(k: Kernel, iov: int, iovcnt: int) -> list[tuple[int, int]]:
-    if not 0 <= s32(iovcnt) <= 1024:
+    """``import_iovec``: at most ``UIO_MAXIOV`` vectors, each length a valid
+    ``ssize_t``, each buffer below the top of user space."""
+    if not 0 <= s32(iovcnt) <= UIO_MAXIOV:
         raise KernelError(errno.EINVAL)
     raw = k.read(iov, IOVEC.size * iovcnt)
-    return [IOVEC.unpack_from(raw, i * IOVEC.size) for i in range(iovcnt)]
+    vecs = [IOVEC.unpack_from(raw, i * IOVEC.size) for i in range(iovcnt)]
+    room = MAX_RW_COUNT
+    for base, length in vecs:
+        if length > _LOFF_MAX:
+            raise KernelError(errno.EINVAL)
+        length = min(length, room)
+        _access_ok(base, length)
+        room -= length
+    return vecs
 
 
 @syscall("writev")
 def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
     f = k.files[s32(fd)]
-    data = b"".join(k.read(base, length) for base, length in _iovecs(k, iov, iovcnt))
-    return f.write(data) if data else 0
+    return write_from(k, f, _iovecs(k, iov, iovcnt))
 
 
 @syscall("readv")
 def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
+    """One read for all the vectors, as ``pipe_read`` fills an ``iov_iter``: a
+    stream is read once, never again for the next vector (musl reads stdin so)."""
     f = k.files[s32(fd)]
-    total = 0
-    for base, length in _iovecs(k, iov, iovcnt):
-        data = f.read(length)
-        k.write(base, data)
-        total += len(data)
-        if len(data) < length:
-            break
-    return total
+    return read_into(k, f, _iovecs(k, iov, iovcnt))
 
 
 @syscall("lseek")
@@ -125,7 +254,7 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
     f = k.files[s32(fd)]
     cmd = s32(cmd)
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-        return k.files.install(f, lowest=s32(arg))
+        return k.files.install(f, lowest=arg)       # unsigned: -7 is EINVAL
     if cmd in (F_GETFD, F_SETFD, F_SETFL):
         return 0
     if cmd == F_GETFL:

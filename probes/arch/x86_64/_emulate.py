@@ -12,17 +12,26 @@ that applies the instruction to the live CPU and returns the next RIP (the
 caller writes RIP, as the right way depends on the hook kind). A builder
 returns None to say "run it out of line instead"; control flow it cannot
 emulate raises ``EOPNOTSUPP``.
+
+Invariant (a probe is invisible): an op touches guest memory only where the
+CPU could, with the page permissions the engine enforces. An access the CPU
+would fault on changes nothing: the op returns ``real()`` instead, the address
+of an out-of-line copy of the instruction, which then faults there as the CPU
+does (same reason, same address; ``Machine.rip_fixups`` reports it at the
+probed instruction), like ``kprobe_fault_handler`` resetting the IP.
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from collections.abc import Callable
 
 from capstone import CsInsn
 from capstone import x86_const as X
 
 from emu import Machine
+from emu._memory import PROT_R, PROT_W, Memory
 from emu._regtable import MASK64, RCX, RSP
 
 from ..._errors import ProbeError
@@ -31,7 +40,10 @@ from ._decode import fast_index
 __all__ = ["EmulateOp", "build_emulate_op", "is_control_flow"]
 
 EmulateOp = Callable[[], int]
-_Builder = Callable[[Machine, CsInsn], EmulateOp | None]
+# Where the real instruction runs instead (an out-of-line copy), for an access
+# that must fault as the CPU's; made on first use.
+RealCopy = Callable[[], int]
+_Builder = Callable[[Machine, CsInsn, RealCopy], EmulateOp | None]
 _builders: dict[int, _Builder] = {}
 
 _CF, _PF, _ZF, _SF, _OF = 1 << 0, 1 << 2, 1 << 6, 1 << 7, 1 << 11
@@ -51,9 +63,9 @@ def _builder(*ids: int) -> Callable[[_Builder], _Builder]:
     return register
 
 
-def build_emulate_op(m: Machine, insn: CsInsn) -> EmulateOp | None:
+def build_emulate_op(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     builder = _builders.get(insn.id)
-    op = builder(m, insn) if builder is not None else None
+    op = builder(m, insn, real) if builder is not None else None
     if op is None and is_control_flow(insn):
         raise ProbeError(errno.EOPNOTSUPP,
                          f"'{insn.mnemonic} {insn.op_str}' at {m.symbolize(insn.address)} "
@@ -74,9 +86,57 @@ def _far(insn: CsInsn) -> bool:
     return insn.opcode[0] == 0xFF and (insn.modrm >> 3) & 7 in (3, 5)
 
 
+# --- guest memory as the CPU sees it ------------------------------------------------
+_U64 = struct.Struct("<Q")
+_pack_into, _unpack_from = _U64.pack_into, _U64.unpack_from
+
+
+def _allowed(mem: Memory, addr: int, perm: int) -> bool:
+    """The 8 bytes at ``addr`` are mapped with ``perm`` (the engine's check)."""
+    end = addr + 8
+    while addr < end:
+        r = mem.region_at(addr)
+        if r is None or not r.perms & perm:
+            return False
+        addr = r.end
+    return True
+
+
+def _u64_reader(mem: Memory) -> Callable[[int], int | None]:
+    """``read(addr)``: the 8 bytes at ``addr``, or None where the CPU would fault."""
+    region_at = mem.region_at
+
+    def read(addr: int) -> int | None:
+        r = region_at(addr)
+        if r is not None and r.perms & PROT_R and addr + 8 <= r.end:
+            return _unpack_from(r.buf, addr - r.start)[0]
+        if addr < 0 or not _allowed(mem, addr, PROT_R):
+            return None
+        return mem.read_u64(addr)
+    return read
+
+
+def _u64_writer(mem: Memory) -> Callable[[int, int], bool]:
+    """``write(addr, value)``: store a stack word; False (nothing written) where
+    the CPU would fault."""
+    region_at = mem.region_at
+
+    def write(addr: int, value: int) -> bool:
+        r = region_at(addr)
+        if r is not None and r.perms & PROT_W and addr + 8 <= r.end:
+            _pack_into(r.buf, addr - r.start, value)
+            return True
+        if addr < 0 or not _allowed(mem, addr, PROT_W):
+            return False
+        mem.write(addr, _U64.pack(value))        # straddles two regions
+        return True
+    return write
+
+
 # --- operand evaluation ------------------------------------------------------------
-def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int] | None:
-    """A closure reading the single operand of an indirect call/jmp (64-bit)."""
+def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int | None] | None:
+    """A closure reading the single operand of an indirect call/jmp (64-bit);
+    it returns None where the CPU would fault on the read."""
     op = insn.operands[0]
     gpr = m.cpu.gpr
     if _far(insn):
@@ -96,9 +156,9 @@ def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int] | None:
     seg = {X.X86_REG_FS: "fs_base", X.X86_REG_GS: "gs_base"}.get(mem.segment)
     scale = mem.scale
     rip_rel = mem.base == X.X86_REG_RIP
-    cpu, read_u64 = m.cpu, m.mem.read_u64
+    cpu, read_u64 = m.cpu, _u64_reader(m.mem)
 
-    def read() -> int:
+    def read() -> int | None:
         ea = disp + (nxt if rip_rel else 0)
         if base is not None:
             ea += gpr[base]
@@ -112,23 +172,24 @@ def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int] | None:
 
 # --- builders ----------------------------------------------------------------------
 @_builder(X.X86_INS_NOP, X.X86_INS_ENDBR64, X.X86_INS_ENDBR32)
-def _nop(m: Machine, insn: CsInsn) -> EmulateOp:
+def _nop(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp:
     nxt = insn.address + insn.size
     return lambda: nxt
 
 
 @_builder(X.X86_INS_PUSH)
-def _push(m: Machine, insn: CsInsn) -> EmulateOp | None:
+def _push(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     op = insn.operands[0]
     if _op16(insn):
         return None
-    gpr, write_u64, nxt = m.cpu.gpr, m.mem.write_u64, insn.address + insn.size
+    gpr, write_u64, nxt = m.cpu.gpr, _u64_writer(m.mem), insn.address + insn.size
     if op.type == X.X86_OP_IMM:
         value = op.imm & MASK64
 
         def push_imm() -> int:
             sp = gpr[RSP] - 8
-            write_u64(sp, value)
+            if not write_u64(sp, value):
+                return real()
             gpr[RSP] = sp
             return nxt
         return push_imm
@@ -138,49 +199,59 @@ def _push(m: Machine, insn: CsInsn) -> EmulateOp | None:
 
     def push_reg() -> int:
         sp = gpr[RSP] - 8
-        write_u64(sp, gpr[idx])      # push rsp stores the value before the decrement
+        if not write_u64(sp, gpr[idx]):  # push rsp stores the value before the decrement
+            return real()
         gpr[RSP] = sp
         return nxt
     return push_reg
 
 
 @_builder(X.X86_INS_POP)
-def _pop(m: Machine, insn: CsInsn) -> EmulateOp | None:
+def _pop(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     op = insn.operands[0]
     idx = fast_index(op.reg) if op.type == X.X86_OP_REG and not _op16(insn) else None
     if idx is None:
         return None
-    gpr, read_u64, nxt = m.cpu.gpr, m.mem.read_u64, insn.address + insn.size
+    gpr, read_u64, nxt = m.cpu.gpr, _u64_reader(m.mem), insn.address + insn.size
 
     def pop_reg() -> int:
         sp = gpr[RSP]
         value = read_u64(sp)
-        gpr[RSP] = sp + 8
+        if value is None:
+            return real()
+        gpr[RSP] = (sp + 8) & MASK64
         gpr[idx] = value             # pop rsp: the loaded value wins
         return nxt
     return pop_reg
 
 
 @_builder(X.X86_INS_JMP)
-def _jmp(m: Machine, insn: CsInsn) -> EmulateOp | None:
+def _jmp(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     op = insn.operands[0]
     if op.type == X.X86_OP_IMM:
         target = op.imm & MASK64
         return lambda: target
     read = _operand_reader(m, insn)
-    return None if read is None else read
+    if read is None:
+        return None
+
+    def jmp_indirect() -> int:
+        target = read()
+        return real() if target is None else target
+    return jmp_indirect
 
 
 @_builder(X.X86_INS_CALL)
-def _call(m: Machine, insn: CsInsn) -> EmulateOp | None:
+def _call(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     op = insn.operands[0]
-    gpr, write_u64, nxt = m.cpu.gpr, m.mem.write_u64, insn.address + insn.size
+    gpr, write_u64, nxt = m.cpu.gpr, _u64_writer(m.mem), insn.address + insn.size
     if op.type == X.X86_OP_IMM:
         target = op.imm & MASK64
 
         def call_rel() -> int:
             sp = gpr[RSP] - 8
-            write_u64(sp, nxt)
+            if not write_u64(sp, nxt):
+                return real()
             gpr[RSP] = sp
             return target
         return call_rel
@@ -191,23 +262,26 @@ def _call(m: Machine, insn: CsInsn) -> EmulateOp | None:
     def call_indirect() -> int:
         target = read()              # before the push: the operand may use rsp
         sp = gpr[RSP] - 8
-        write_u64(sp, nxt)
+        if target is None or not write_u64(sp, nxt):
+            return real()
         gpr[RSP] = sp
         return target
     return call_indirect
 
 
 @_builder(X.X86_INS_RET)
-def _ret(m: Machine, insn: CsInsn) -> EmulateOp | None:
+def _ret(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     if _op16(insn):
         return None
     extra = insn.operands[0].imm if insn.operands else 0
-    gpr, read_u64 = m.cpu.gpr, m.mem.read_u64
+    gpr, read_u64 = m.cpu.gpr, _u64_reader(m.mem)
 
     def ret() -> int:
         sp = gpr[RSP]
         target = read_u64(sp)
-        gpr[RSP] = sp + 8 + extra
+        if target is None:
+            return real()
+        gpr[RSP] = (sp + 8 + extra) & MASK64
         return target
     return ret
 
@@ -233,14 +307,14 @@ _JCC: dict[int, Callable[[int], bool]] = {
 
 
 @_builder(*_JCC)
-def _jcc(m: Machine, insn: CsInsn) -> EmulateOp:
+def _jcc(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp:
     taken_if = _JCC[insn.id]
     target, nxt, cpu = insn.operands[0].imm & MASK64, insn.address + insn.size, m.cpu
     return lambda: target if taken_if(cpu.eflags) else nxt
 
 
 @_builder(X.X86_INS_LOOP, X.X86_INS_LOOPE, X.X86_INS_LOOPNE, X.X86_INS_JRCXZ, X.X86_INS_JECXZ)
-def _loop(m: Machine, insn: CsInsn) -> EmulateOp:
+def _loop(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp:
     gpr, cpu, kind = m.cpu.gpr, m.cpu, insn.id
     target, nxt = insn.operands[0].imm & MASK64, insn.address + insn.size
     mask = 0xFFFF_FFFF if _addr32(insn) or kind == X.X86_INS_JECXZ else MASK64

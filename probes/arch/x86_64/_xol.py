@@ -5,9 +5,11 @@ displacement rewritten for the copy's address, followed either by ``int3``
 (single-step: the trap tells the core the instruction ran) or by ``jmp rel32``
 back to the next original instruction (a *boosted* probe: no second trap).
 Both forms live in one slot, so a probe can switch between them when a
-post_handler comes or goes. Slot pages are mapped within +-2 GiB of the code
-they serve, so every rel32 fix-up fits; they are named ``[kprobe_insn_slots]``
-and are on the blacklist.
+post_handler comes or goes. An instruction that leaves its own address in a
+register (``syscall``: rcx = the next instruction) is followed in both copies by
+a fix-up that puts the original's value there, so the guest never sees the slot.
+Slot pages are mapped within +-2 GiB of the code they serve, so every rel32
+fix-up fits; they are named ``[kprobe_insn_slots]`` and are on the blacklist.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ def _rel32(value: int, what: str) -> bytes:
     return struct.pack("<i", value)
 
 
+def _movabs_rcx(value: int) -> bytes:
+    return b"\x48\xb9" + struct.pack("<Q", value)
+
+
+# Instruction -> code run right after its copy, given the original's next address:
+# registers the CPU sets from where the instruction sits.
+_AFTER_COPY = {
+    X.X86_INS_SYSCALL: _movabs_rcx,       # rcx = return address (entry_SYSCALL_64)
+}
+
+
 def _copy_for(insn: CsInsn, at: int) -> bytes:
     """The instruction's bytes with any RIP-relative displacement re-based to ``at``."""
     code = bytearray(insn.bytes)
@@ -63,7 +76,7 @@ class XolArea:
         self._pages: list[int] = []
         self._free: list[int] = []
         self._garbage: list[int] = []   # freed, maybe still about to run: see collect()
-        self._origin: dict[int, int] = {}  # slot -> address of the instruction it copies
+        self._origin: dict[int, tuple[int, int]] = {}  # slot -> (address, size) it copies
 
     def pages(self) -> list[tuple[int, int]]:
         return [(p, p + PAGE) for p in self._pages]
@@ -82,23 +95,27 @@ class XolArea:
         base = self._alloc(insn.address)
         step, boost = base, base + _HALF
         nxt = insn.address + insn.size
-        step_code = _copy_for(insn, step) + b"\xcc"
-        boost_copy = _copy_for(insn, boost)
+        after = _AFTER_COPY[insn.id](nxt) if insn.id in _AFTER_COPY else b""
+        step_copy = _copy_for(insn, step) + after
+        boost_copy = _copy_for(insn, boost) + after
         jmp_from = boost + len(boost_copy) + 5
         boost_code = boost_copy + b"\xe9" + _rel32(nxt - jmp_from, "jump back from the slot")
-        self._m.mem.write(step, step_code.ljust(_HALF, b"\xcc"))
+        self._m.mem.write(step, (step_copy + b"\xcc").ljust(_HALF, b"\xcc"))
         self._m.mem.write(boost, boost_code.ljust(_HALF, b"\xcc"))
-        self._origin[base] = insn.address
-        return Slot(base, step, step + insn.size, boost)
+        self._origin[base] = (insn.address, insn.size)
+        return Slot(base, step, step + len(step_copy), boost)
 
     def original_of(self, addr: int) -> int | None:
-        """The probed instruction whose copy starts at ``addr`` (either copy of a
-        slot), or None: where a fault in a slot really happened."""
+        """Where the guest really is when it is at ``addr`` in a slot, or None
+        outside slots: at a copy, the probed instruction (a fault there is the
+        original's); past it (the fix-up, the jump back, the step trap), the
+        instruction after the original, which has run."""
         base = addr - addr % SLOT_SIZE
         origin = self._origin.get(base)
-        if origin is None or addr - base not in (0, _HALF):
+        if origin is None:
             return None
-        return origin
+        insn_addr, size = origin
+        return insn_addr if (addr - base) % _HALF == 0 else insn_addr + size
 
     def free_slot(self, slot: Slot) -> None:
         """Retire a slot. A boosted copy may still be the guest's next instruction,

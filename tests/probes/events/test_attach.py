@@ -522,10 +522,6 @@ def test_stack_option_on_an_elf_program(guest_bin: Path) -> None:
     assert Counter(s.index("main") for s in stacks) == Counter({1: 1, 2: 2, 3: 4, 4: 2})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a max_insns stop while a probed instruction runs from its out-of-line copy is reported "
-    "at the slot ('exhausted at 0x3ff023', in [kprobe_insn_slots]), not at the probed "
-    "instruction as a fault there is (m.original_rip)"))
 def test_runaway_stop_names_the_guests_place(guest_bin: Path) -> None:
     """Wherever an instruction budget ends, the GuestFault names the guest's own code,
     never the probes' slot page (fib.static's fib starts with 'mov rax, rdi', which runs

@@ -1,0 +1,1 @@
+"""Safety: what a guest can make the host do is bounded by what the guest is allowed."""
