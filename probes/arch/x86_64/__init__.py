@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from capstone import CsInsn
-
 from emu import Machine
 
-from ._decode import check_boundary, decode
+from ._decode import check_boundary, decode, decode_bytes
 from ._emulate import EmulateOp, build_emulate_op
 from ._trampoline import Trampoline
 from ._unwinder import UnwinderSitter
@@ -71,15 +69,18 @@ class X86_64:
         insn = decode(self._m, addr)
         text = f"{insn.mnemonic} {insn.op_str}".strip()
         ainsn = ArchInsn(addr, insn.size, text, None, None)
-        ainsn.emulate = build_emulate_op(self._m, insn, lambda: self._real_copy(ainsn, insn))
+        # The emulate op must not keep the decoded instruction alive (about 2 KiB with
+        # its details, per probe): the real copy, rarely needed, decodes the bytes again.
+        code = bytes(insn.bytes)
+        ainsn.emulate = build_emulate_op(self._m, insn, lambda: self._real_copy(ainsn, code))
         if ainsn.emulate is None:
             ainsn.slot = self.xol.get_slot(insn)
         return ainsn
 
-    def _real_copy(self, ainsn: ArchInsn, insn: CsInsn) -> int:
+    def _real_copy(self, ainsn: ArchInsn, code: bytes) -> int:
         """Where an emulated instruction runs for real (to fault as the CPU does)."""
         if ainsn.real is None:
-            ainsn.real = self.xol.get_slot(insn)
+            ainsn.real = self.xol.get_slot(decode_bytes(code, ainsn.addr))
         return ainsn.real.boost_addr
 
     def arm(self, addr: int) -> None:

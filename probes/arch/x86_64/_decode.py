@@ -61,6 +61,13 @@ def decode(m: Machine, addr: int) -> CsInsn:
     return insn
 
 
+def decode_bytes(code: bytes, addr: int) -> CsInsn:
+    """The instruction ``code`` holds, as if at ``addr`` (bytes kept from :func:`decode`)."""
+    insn = next(_cs.disasm(code, addr, 1), None)
+    assert insn is not None, "decode_bytes() takes bytes decode() already accepted"
+    return insn
+
+
 def check_boundary(m: Machine, addr: int) -> None:
     """Raise EILSEQ unless ``addr`` starts an instruction of its function."""
     sym = m.symbols.lookup(addr)
