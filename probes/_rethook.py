@@ -165,15 +165,19 @@ class Rethook:
         """``__kretprobe_trampoline_handler()``: every instance of this frame."""
         mgr = self.mgr
         stack = self.inflight.get(mgr.m.current_task)
-        while stack and stack[-1].fp < slot:
-            self.recycle(stack.pop(), unwound=True)
-        if not stack or stack[-1].fp != slot:
+        # The returning frame is the outermost instance at or below ``slot``: a
+        # ``ret imm16`` pops its argument bytes too, so the hijacked slot may lie up
+        # to 64 KiB below; instances deeper than it are frames unwound past.
+        fp = _returning_fp(stack, slot) if stack else None
+        if stack is None or fp is None:
             mgr.m.abort(ProbeError(errno.EFAULT,
                                    f"return through the kretprobe trampoline at sp={slot:#x} "
                                    "with no instance for that frame: the guest stack was corrupted"))
             return
+        while stack[-1].fp < fp:
+            self.recycle(stack.pop(), unwound=True)
         frame = [stack.pop()]
-        while stack and stack[-1].fp == slot:
+        while stack and stack[-1].fp == fp:
             frame.append(stack.pop())
         real = frame[-1].ret_addr
         if mgr.running:
@@ -285,3 +289,15 @@ class Rethook:
             except BaseException as exc:    # a bug here, not a handler's: stop the guest
                 abort(exc)
         return kretprobe_entry
+
+
+_RET_IMM_MAX = 0xFFFF
+
+
+def _returning_fp(stack: list[KretprobeInstance], slot: int) -> int | None:
+    """The ``fp`` of the frame returning through the trampoline with ``rsp - 8 ==
+    slot``: the highest ``fp`` in ``[slot - 0xffff, slot]`` (``ret`` or ``ret imm16``)."""
+    for ri in stack:                 # outermost (highest fp) first
+        if slot - _RET_IMM_MAX <= ri.fp <= slot:
+            return ri.fp
+    return None

@@ -17,6 +17,7 @@ from probes import (
     register_kretprobe,
     regs_get_kernel_argument,
     regs_return_value,
+    set_optimization,
     unregister_kprobe,
     unregister_kretprobe,
 )
@@ -241,3 +242,18 @@ def test_stale_instances_of_an_aborted_call_are_reclaimed(machine: Machine) -> N
     assert machine.call("fib", 3) == fib(3)
     assert rp.nmissed == missed
     assert len(seen) == 2 * fib(4) - 1
+
+
+def test_a_function_returning_with_ret_imm16_is_returned_from(probe_mode: str) -> None:
+    """``ret 8`` (callee-pop) reaches the trampoline with rsp 8 bytes above the
+    hijacked slot: its instance is still this frame's, its handler runs once."""
+    plain = guest.load("zoo")
+    expected = plain.call("zoo", 1)
+    m = guest.load("zoo")
+    set_optimization(m, probe_mode == "optimized")
+    returns: list[int] = []
+    rp = Kretprobe("zoo_pop8", handler=lambda ri, regs: returns.append(regs.rsp))
+    register_kretprobe(m, rp)
+    assert m.call("zoo", 1) == expected
+    assert len(returns) == 1 and (rp.nmissed, rp.nunwound) == (0, 0)
+    assert len(rp._free) == rp.maxactive
