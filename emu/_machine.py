@@ -141,6 +141,10 @@ class Machine:
         self._fault: tuple[str, str] | None = None
         self._fault_addr: int | None = None     # the bad access of the last fault
         self._fault_rip: int | None = None      # where a fault stopped, when not RIP
+        self._fault_intno: int | None = None    # the interrupt of the last trap
+        # The last fault _fault_of reported: (bad access address, interrupt number),
+        # either None (emu.linux turns a fault into a signal with si_addr from it).
+        self.last_fault: tuple[int | None, int | None] = (None, None)
         self._depth = 0
         # Per-machine state of client packages (e.g. probes), keyed by package.
         self.extensions: dict[str, Any] = {}
@@ -297,8 +301,10 @@ class Machine:
                     if fn is not None:
                         fn(addr)
                         return
+                    self._fault_intno = intno
                     self._fault = ("trap", f"int3 at {self.symbolize(addr)} ({addr:#x}) with no handler")
                 else:
+                    self._fault_intno = intno
                     self._fault = ("trap", f"unhandled interrupt {intno} at {gpr[RIP]:#x}")
                 self._uc.emu_stop()
             except BaseException as exc:  # ctypes would swallow it: carry it to call()
@@ -665,7 +671,8 @@ class Machine:
             raise EmuError("the program has already run to its exit")
         sched = Scheduler(self, kernel.threads, seed=self.seed if seed is None else seed,
                           timeslice=self.timeslice if timeslice is None else timeslice,
-                          max_insns=max_insns, timeout=timeout, process=True)
+                          max_insns=max_insns, timeout=timeout, process=True,
+                          signals=kernel.signals)
         try:
             self._schedule(sched)
         except ProcessExit as done:
@@ -697,6 +704,8 @@ class Machine:
         if self._fault_rip is not None:
             self.cpu.gpr[RIP], self._fault_rip = self._fault_rip, None
         rip = self.original_rip(self.cpu.gpr[RIP])
+        intno, self._fault_intno = self._fault_intno, None
+        self.last_fault = (self._fault_addr, intno)
         if error is not None:
             kind, what = _FAULT_KIND.get(error.errno, ("exception", str(error)))
             bad, self._fault_addr = self._fault_addr, None

@@ -19,13 +19,18 @@ Invariants:
   speed) unless an instruction budget needs counting.
 - A blocked task leaves the CPU through ``emu_stop`` from a syscall hook (RIP is
   then past the ``syscall``); ``task.wake_value`` is its syscall's result.
+- Signals (:class:`SignalHooks`, a process's): a task takes its signals on the CPU
+  right before a slice (after its syscall's result is in RAX), as Linux does on
+  the way back to user mode; a fault its process handles becomes a signal instead
+  of ending the run (the task does not end); a timer deadline bounds every slice
+  (counted then) and is a deadline like a sleeper's when every task waits.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from unicorn.x86_const import UC_X86_REG_RIP
 
@@ -38,7 +43,24 @@ from ._task import BLOCKED, DONE, RUNNABLE, Task
 if TYPE_CHECKING:
     from ._machine import Machine
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "SignalHooks"]
+
+
+class SignalHooks(Protocol):
+    """What the scheduler asks of a process's signals (``emu.linux``)."""
+
+    def before_resume(self, task: Task) -> None:
+        """``task`` is on the CPU and about to run: deliver its signals (may end
+        the process through ``Machine.abort``)."""
+
+    def on_fault(self, task: Task, fault: GuestFault) -> bool:
+        """``task`` (on the CPU) faulted: True when a handler will take it."""
+
+    def next_deadline(self) -> int | None:
+        """The virtual time (ns) of the next timer expiry, or None."""
+
+    def expire(self, now: int) -> None:
+        """Fire the timers due at ``now``."""
 
 # With other tasks live, a slice also ends at its N-th probe hit, N drawn from
 # [1, HIT_SLICE]: switches land inside probed code, where return probes go wrong,
@@ -60,11 +82,14 @@ class Scheduler:
         timeout: wall-clock limit of the whole run in seconds, or None.
         process: the tasks are the threads of a loaded program: a fault ends the
             whole process (raised), and returning into the exit page is a fault.
+        signals: the process's signal hooks, or None (no signals).
     """
 
     def __init__(self, m: Machine, tasks: list[Task], *, seed: int, timeslice: int,
-                 max_insns: int | None, timeout: float | None, process: bool = False) -> None:
+                 max_insns: int | None, timeout: float | None, process: bool = False,
+                 signals: SignalHooks | None = None) -> None:
         self.m = m
+        self.signals = signals
         self.tasks = tasks
         self.rng = random.Random(seed)
         self.timeslice = check_timeslice(timeslice)
@@ -142,10 +167,19 @@ class Scheduler:
             count = self.rng.randint(1, self.timeslice) if self.sliced else 0
             if not count and self.m.exact_clock:
                 count = UNLIMITED
+            count = self._until_timer(count)
             self._run_slice(task, count)
             while task.state == RUNNABLE and self.m.preempt_count and self.sliced:
                 self._run_slice(task, _FINISH_STEP_SLICE)
             self._wake_expired()
+
+    def _until_timer(self, count: int) -> int:
+        """A slice ends at the next timer expiry (counted: the clock must move)."""
+        deadline = self.signals.next_deadline() if self.signals is not None else None
+        if deadline is None:
+            return count
+        left = max(1, deadline - self.m.clock)
+        return min(count, left) if count else left
 
     def _run_slice(self, task: Task, count: int) -> None:
         m = self.m
@@ -162,6 +196,11 @@ class Scheduler:
             if not self.sliced:
                 timeout_us = max(1, int(left_s * 1e6))
         self._switch_to(task)
+        if self.signals is not None:
+            self.signals.before_resume(task)
+            exc = m._take_abort()
+            if exc is not None:         # a signal ended the process
+                raise exc
         gpr = m.cpu.gpr
         self._ended_by_us = False
         if self.sliced:
@@ -217,6 +256,9 @@ class Scheduler:
             fault = GuestFault(f"guest fault: hlt at {m.symbolize(rip - 1)} ({rip - 1:#x})",
                                rip=rip - 1, reason="exception")
         if fault is not None:
+            if self.signals is not None and self.signals.on_fault(task, fault):
+                self._save(task)        # its handler takes it when the task resumes
+                return
             if self.process:
                 self._save(task)
                 raise fault
@@ -234,13 +276,18 @@ class Scheduler:
         """Every live task is blocked: jump the clock to the next deadline, or report
         the deadlock."""
         timed = [t.deadline for t in live if t.deadline is not None]
-        if not timed:
+        timer = self.signals.next_deadline() if self.signals is not None else None
+        if not timed and timer is None:
             self._deadlock(live)
-        self.m.clock = max(self.m.clock, min(timed))
+        self.m.clock = max(self.m.clock, min(timed + ([timer] if timer is not None else [])))
         self._wake_expired()
+        if not timed and not any(t.state == RUNNABLE for t in live):
+            self._deadlock(live)        # the timer fired and woke nobody: nothing else will
 
     def _wake_expired(self) -> None:
         now = self.m.clock
+        if self.signals is not None:
+            self.signals.expire(now)
         for t in self.tasks:
             if t.state == BLOCKED and t.deadline is not None and t.deadline <= now:
                 on_timeout = t.on_timeout

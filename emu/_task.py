@@ -58,6 +58,9 @@ class Task:
     on_timeout: Any = field(default=None, repr=False)     # called when the deadline passes
     clear_child_tid: int = field(default=0, repr=False)   # CLONE_CHILD_CLEARTID address
     spawned: bool = field(default=False, repr=False)      # made by Machine.spawn
+    # The syscall layer's per-thread signal state (emu.linux._signal.ThreadSignals):
+    # mask, pending queue, alternate stack, saved contexts of its signal frames.
+    signal: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -6,7 +6,15 @@ same way. What a handler may touch on the host is decided by :class:`FsPolicy`
 (deny by default). ``Machine.from_elf`` sets all of this up.
 """
 
-from . import _sys_info, _sys_io, _sys_mm, _sys_path, _sys_proc, _sys_thread  # noqa: F401  (register handlers)
+from . import (  # noqa: F401  (register handlers)
+    _sys_info,
+    _sys_io,
+    _sys_mm,
+    _sys_path,
+    _sys_proc,
+    _sys_signal,
+    _sys_thread,
+)
 from ._fs import SYSTEM_LIBRARY_DIRS, FsPolicy
 from ._kernel import Kernel, ProcessExit
 from ._mm import AddressSpace

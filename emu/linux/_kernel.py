@@ -43,6 +43,7 @@ from ._fs import FsPolicy
 from ._futex import FutexTable
 from ._mm import AddressSpace
 from ._registry import SYSCALLS, KernelError
+from ._signal import ProcessSignals
 from ._sysnr import SYSCALL_NAMES
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class Kernel:
         exe_path: the executable as the guest knows it (``/proc/self/exe``).
         entry: where the process starts (the interpreter's entry when there is one).
         context: the process's registers while it is not running (Unicorn context).
+        signals: actions, the shared queue and the timer (:mod:`._signal`); each
+            thread's mask and queue live with its task.
         denied: host paths the policy refused, in order, each once.
     """
 
@@ -125,8 +128,7 @@ class Kernel:
         self.files.install(InputFile(stdin), 0)
         self.files.install(OutputFile("pipe:[stdout]", lambda: m.stdout), 1)
         self.files.install(OutputFile("pipe:[stderr]", lambda: m.stderr), 2)
-        self.sigactions: dict[int, bytes] = {}
-        self.sigmask = 0
+        self.signals = ProcessSignals(self)
         self.denied: list[str] = []
         self.exited: ProcessExit | None = None
         self._hook: int | None = None

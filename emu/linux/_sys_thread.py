@@ -34,6 +34,7 @@ from .._sched import Scheduler
 from ._futex import FUTEX_BITSET_MATCH_ANY
 from ._kernel import Kernel
 from ._registry import KernelError, s32, syscall
+from ._signal import ThreadSignals, thread_signals
 
 # include/uapi/linux/sched.h
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
@@ -98,6 +99,7 @@ def _new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: in
     for reg, value in values.items():
         ctx.reg_write(reg, value)
     task.context = ctx
+    task.signal = ThreadSignals(mask=thread_signals(m.current_task).mask)   # copy_process
     if flags & CLONE_PARENT_SETTID:
         k.write(ptid, _U32.pack(task.tid))
     if flags & CLONE_CHILD_SETTID:
@@ -199,11 +201,11 @@ def _sleep(k: Kernel, req: int) -> int:
 
 def _sleep_ns(k: Kernel, ns: int) -> int:
     """Sleeping costs the host nothing: the virtual clock moves on. With other
-    threads live the sleeper waits for it (they run meanwhile); alone, the
-    clock jumps."""
+    threads live, or a timer armed, the sleeper waits for it (they run meanwhile;
+    a signal interrupts it: ``-EINTR``); alone, the clock jumps."""
     m = k.m
     sched = m.sched
-    if sched is not None and sched.sliced and ns:
+    if sched is not None and (sched.sliced or k.signals.next_deadline() is not None) and ns:
         sched.block(m.current_task, "sleep", m.clock + ns)
     else:
         m.clock += ns
@@ -256,7 +258,8 @@ def _wait(k: Kernel, uaddr: int, val: int, timeout: int, bitset: int, *, absolut
     m = k.m
     deadline = _deadline(k, timeout, absolute, realtime) if timeout else None
     sched = m.sched
-    if sched is None or not [t for t in k.threads if not t.done and t is not m.current_task]:
+    alone = not [t for t in k.threads if not t.done and t is not m.current_task]
+    if sched is None or (alone and k.signals.next_deadline() is None):
         if deadline is not None:
             m.clock = max(m.clock, deadline)        # nothing else can happen meanwhile
             raise KernelError(errno.ETIMEDOUT)
