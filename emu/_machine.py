@@ -18,22 +18,24 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import unicorn_const as _uc
-from unicorn.x86_const import UC_X86_INS_SYSENTER, UC_X86_REG_FPCW, UC_X86_REG_MXCSR, UC_X86_REG_RIP
+from unicorn.x86_const import UC_X86_INS_SYSENTER, UC_X86_REG_FPCW, UC_X86_REG_MXCSR
 
 from ._asm import assemble
 from ._cpu import Cpu
 from ._engine import UNLIMITED, Engine
-from ._errors import EmuError, GuestFault, SymbolNotFound
+from ._errors import EmuError, SymbolNotFound
 from ._interrupt import Owner, check_max_insns, check_timeout, check_timeslice, unwatch, watch
-from ._memory import DEFAULT_MEM_LIMIT, PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, Region, page_up
+from ._memory import DEFAULT_MEM_LIMIT, PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, page_up
 from ._objects import ObjectTable
-from ._regtable import ARG_REGS, FAST_NAMES, MASK64, RAX, RBP, RIP, RSP, UC_ID, to_signed64
+from ._regtable import ARG_REGS, MASK64, RAX, RBP, RIP, RSP, to_signed64
 from ._sched import Scheduler
+from ._stops import StopsMixin, canonical
 from ._streams import HostStream
 from ._symbols import SymbolTable
 from ._task import Task
+from ._tasking import ABI_CLEAR_FLAGS, NEVER, STACK_SIZE, STACK_TOP, TaskingMixin
 from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, RawHooks
 from ._unwind import unwind
 
@@ -45,10 +47,6 @@ __all__ = ["Machine", "DEFAULT_MAX_INSNS", "MAX_CALL_DEPTH"]
 DEFAULT_MAX_INSNS = 100_000_000
 # call() from hooks nests emu_start; Unicorn 2.1 crashes past 64 nested starts.
 MAX_CALL_DEPTH = 32
-# Flags the System V ABI wants clear when a function is called (DF) and that would
-# break every later call if a fault or a handler left them set (TF traps each
-# instruction, AC checks alignment).
-_ABI_CLEAR_FLAGS = (1 << 8) | (1 << 10) | (1 << 18)     # TF, DF, AC
 _HOOK_INSN_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 # bool cb(uc, vaddr, uc_mem_type, uc_tlb_entry *result, user_data)
 _HOOK_TLB_CFUNC = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
@@ -61,35 +59,14 @@ _T = TypeVar("_T")
 # it, which two threads doing at once could confuse.
 _ASSEMBLING = threading.Lock()
 _LOCATING_REGISTERS = threading.Lock()
-STACK_SIZE = 0x100000
-SPAWN_STACK_SIZE = 0x40000         # a spawned task's stack unless told otherwise
-_NEVER = 1 << 62
 _PAUSE = b"\xf3\x90"
-STACK_TOP = 0x7FFF_FFFF_0000
 _RED_ZONE = 128
 
-_FAULT_KIND = {
-    _uc.UC_ERR_READ_UNMAPPED: ("unmapped", "read from unmapped memory"),
-    _uc.UC_ERR_WRITE_UNMAPPED: ("unmapped", "write to unmapped memory"),
-    _uc.UC_ERR_FETCH_UNMAPPED: ("unmapped", "instruction fetch from unmapped memory"),
-    _uc.UC_ERR_READ_PROT: ("protection", "read from protected memory"),
-    _uc.UC_ERR_WRITE_PROT: ("protection", "write to protected memory"),
-    _uc.UC_ERR_FETCH_PROT: ("protection", "instruction fetch from non-executable memory"),
-    _uc.UC_ERR_INSN_INVALID: ("invalid-instruction", "invalid instruction"),
-    _uc.UC_ERR_READ_UNALIGNED: ("unmapped", "unaligned read"),
-    _uc.UC_ERR_WRITE_UNALIGNED: ("unmapped", "unaligned write"),
-    _uc.UC_ERR_EXCEPTION: ("exception", "unhandled CPU exception"),
-}
 
 Callback = Callable[[int], None]
 
 
-def _canonical(addr: int) -> bool:
-    """Bits 47..63 all equal: an address an x86-64 CPU can translate (else #GP)."""
-    return (addr >> 47) in (0, 0x1FFFF)
-
-
-class Machine:
+class Machine(TaskingMixin, StopsMixin):
     """An x86-64 guest: engine, memory, symbols, tasks.
 
     Args:
@@ -175,7 +152,7 @@ class Machine:
         self.preempt_count = 0
         self.on_task_exit: list[Callable[[Task], None]] = []
         self._engine_owner: Task | None = None
-        self._hits_left = _NEVER           # probe hits until the scheduler cuts the slice
+        self._hits_left = NEVER           # probe hits until the scheduler cuts the slice
         self.engine = Engine(self._uc)
         self._exit = self.mem.map(STACK_TOP, PAGE, PROT_RX, "[exit]").start
         self.mem.write(self._exit, b"\xf4")   # never executed: emu_start stops on it
@@ -317,7 +294,7 @@ class Machine:
         pack_entry, entry_at = _TLB_RWX.pack_into, _TLB_ENTRY.from_address
 
         def on_tlb_fill(_uch: Any, vaddr: int, _type: int, entry: int, _key: Any) -> bool:
-            if _canonical(vaddr):
+            if canonical(vaddr):
                 pack_entry(entry_at(entry), 0, vaddr, _uc.UC_PROT_ALL)
                 return True
             self._fault_addr = vaddr
@@ -387,86 +364,6 @@ class Machine:
         """An exception is waiting to stop the run (see :meth:`abort`)."""
         return self._abort_exc is not None
 
-    def parked_rips(self) -> set[int]:
-        """Where the unfinished tasks that are off the CPU will resume."""
-        return {int(t.context.reg_read(UC_X86_REG_RIP)) for t in self.tasks
-                if not t.done and t.context is not None}
-
-    def new_task(self, stack_size: int = STACK_SIZE, name: str | None = None) -> Task:
-        """A new task with a stack of its own and no code to run yet: make it
-        ``current_task`` to run :meth:`call` on it, or use :meth:`spawn`."""
-        with self._owner:
-            region = self.mem.map_anywhere(stack_size, PROT_RW, "[stack]", near=STACK_TOP - STACK_SIZE)
-            return self.add_task(region, name)
-
-    def add_task(self, stack: Region, name: str | None = None) -> Task:
-        """Register a task whose stack is ``stack`` (the syscall layer's ``clone``)."""
-        task = Task(max(t.tid for t in self.tasks) + 1, stack, name or "")
-        self.tasks.append(task)
-        return task
-
-    def spawn(self, func: str | int, *args: int, name: str | None = None,
-              stack_size: int | None = None) -> Task:
-        """A new task that will call ``func(*args)`` (System V, as :meth:`call`)
-        when :meth:`run_tasks` runs it. It has its own registers and stack and shares
-        memory; it starts with the machine's current registers (FPU state, FS base)
-        but for its stack, its arguments and RIP.
-
-        Raises:
-            SymbolNotFound: ``func`` is an unknown name.
-            EmuError: more than six arguments.
-        """
-        addr = self.resolve(func)
-        if len(args) > len(ARG_REGS):
-            raise EmuError(f"spawn({func!r}) takes at most {len(ARG_REGS)} integer arguments, "
-                           f"got {len(args)}")
-        with self._owner:
-            task = self.new_task(stack_size or SPAWN_STACK_SIZE, name)
-            task.spawned = True
-            sp = ((task.stack_top - 64) & ~0xF) - 8
-            self.mem.write_u64(sp, self._exit)
-            ctx = self._uc.context_save()
-            values = {UC_ID["rsp"]: sp, UC_ID["rbp"]: 0, UC_ID["rip"]: addr,
-                      UC_ID["eflags"]: self.cpu.eflags & ~_ABI_CLEAR_FLAGS}
-            for reg, value in zip(ARG_REGS, args, strict=False):
-                values[UC_ID[FAST_NAMES[reg]]] = value & MASK64
-            for reg_id, value in values.items():
-                ctx.reg_write(reg_id, value)
-            task.context = ctx
-            return task
-
-    def run_tasks(self, seed: int = 0, timeslice: int = 1000, max_insns: int | None = None,
-                  timeout: float | None = None) -> list[Task]:
-        """Run every spawned task that is not done to its end, interleaved on one
-        virtual CPU by a scheduler seeded with ``seed`` (see :mod:`emu._sched`).
-
-        Slices last ``randint(1, timeslice)`` instructions; a slice also ends at a
-        ``pause``, when its task blocks, and maybe at a probe hit. The same program,
-        probes and seed give the same interleaving.
-
-        Returns:
-            The tasks it ran, in spawn order; each has ``result`` or ``fault``.
-
-        Raises:
-            GuestFault: ``reason="deadlock"`` when every live task is blocked; the
-                budget or timeout of the whole run was reached (naming the task).
-            KeyboardInterrupt: Ctrl-C stopped the run; the next ``run_tasks``
-                resumes the unfinished tasks.
-            EmuError: another host thread is inside this machine.
-            ValueError: a limit that is not positive (``None``: no limit).
-            BaseException: what a probe handler raised.
-        """
-        tasks = [t for t in self.tasks if t.spawned and not t.done]
-        self._schedule(Scheduler(self, tasks, seed=seed, timeslice=timeslice, max_insns=max_insns,
-                                 timeout=timeout))
-        return tasks
-
-    def _schedule(self, sched: Scheduler) -> None:
-        with self._owner:
-            if self._depth:
-                raise EmuError("run_tasks()/run() cannot be called from inside a probe handler or hook")
-            self._outermost(self._run_scheduler, sched)
-
     def _outermost(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` as this thread's outermost entry into the guest:
         Ctrl-C stops it (:mod:`emu._interrupt`) and it raises KeyboardInterrupt."""
@@ -480,56 +377,6 @@ class Machine:
         if watched and unwatch(self.engine):
             raise KeyboardInterrupt      # pressed after the last slice: still this run's
         return result
-
-    def _run_scheduler(self, sched: Scheduler) -> None:
-        self._start()
-        saved = self.current_task
-        self.sched = sched
-        self._depth += 1
-        try:
-            sched.run()
-        finally:
-            self._depth -= 1
-            self.sched = None
-            self._hits_left = _NEVER
-            self.current_task = saved
-            self._engine_owner = None
-
-    # --- preemption ------------------------------------------------------------------------
-    def preempt_point(self) -> None:
-        """A probe hit (called from inside a hook): the scheduler may end the
-        slice after the current instruction. Each slice gets a seeded number of
-        hits (:meth:`Scheduler.new_slice`); a countdown keeps a hit cheap."""
-        n = self._hits_left - 1
-        self._hits_left = n
-        if n <= 0:
-            self._cut_at_hit()
-
-    def _cut_at_hit(self) -> None:
-        sched = self.sched
-        if sched is None or not sched.sliced:
-            self._hits_left = _NEVER
-        elif self._depth == 1 and not self.preempt_count:
-            self._end_slice_after_this()
-        else:                   # inside a nested call or a single-step: the next hit
-            self._hits_left = 1
-
-    def _end_slice_after_this(self) -> None:
-        if self.engine.cut():
-            self._hits_left = _NEVER
-
-    def now(self) -> int:
-        """The virtual clock in ns (one instruction retired under the scheduler, one
-        ns), exact inside a hook when the run counts (:attr:`exact_clock`: every
-        run, call or scheduled; a counted scheduler slice otherwise)."""
-        if self._depth == 0:
-            return self.clock
-        return self.clock + self.engine.in_flight()
-
-    def _on_pause(self, _addr: int) -> None:
-        sched = self.sched
-        if sched is not None and sched.sliced and self._depth == 1:
-            self._end_slice_after_this()
 
     @property
     def uc(self) -> Uc:
@@ -625,8 +472,8 @@ class Machine:
         for reg, value in zip(ARG_REGS, args, strict=False):
             gpr[reg] = value & MASK64
         flags = self.cpu.eflags
-        if flags & _ABI_CLEAR_FLAGS:
-            self.cpu.eflags = flags & ~_ABI_CLEAR_FLAGS
+        if flags & ABI_CLEAR_FLAGS:
+            self.cpu.eflags = flags & ~ABI_CLEAR_FLAGS
         self._depth += 1
         counted = self.engine.save() if nested else None
         task = self.current_task
@@ -694,45 +541,6 @@ class Machine:
         aborted, self._abort_exc = self._abort_exc, None
         return aborted
 
-    def _fault_of(self, error: UcError | None) -> GuestFault | None:
-        """The fault the last ``emu_start`` ended with (an engine error or a trap).
-
-        An access to a non-canonical address is the CPU's general protection
-        fault (#GP, SIGSEGV), reported as ``"protection"``; where a hook stopped
-        on a faulting instruction (``sysenter``) RIP is put back on it.
-        """
-        if self._fault_rip is not None:
-            self.cpu.gpr[RIP], self._fault_rip = self._fault_rip, None
-        rip = self.original_rip(self.cpu.gpr[RIP])
-        intno, self._fault_intno = self._fault_intno, None
-        self.last_fault = (self._fault_addr, intno)
-        if error is not None:
-            kind, what = _FAULT_KIND.get(error.errno, ("exception", str(error)))
-            bad, self._fault_addr = self._fault_addr, None
-            at = ""
-            if bad is not None and kind != "invalid-instruction":
-                at = f" at {bad:#x}"
-                if not _canonical(bad):
-                    kind, what, at = "protection", "general protection fault", \
-                        f" (non-canonical address {bad:#x})"
-            return GuestFault(f"guest fault: {what}{at} (rip={rip:#x} {self.symbolize(rip)})",
-                              rip=rip, reason=kind)
-        if self._fault is not None:
-            (kind, what), self._fault = self._fault, None
-            return GuestFault(f"guest fault: {what}", rip=rip, reason=kind)
-        return None
-
-    def original_rip(self, rip: int) -> int:
-        """``rip``, or the instruction it is a relocated copy of (:attr:`rip_fixups`)."""
-        for fixup in self.rip_fixups:
-            original = fixup(rip)
-            if original is not None:
-                return original
-        return rip
-
-    def _stopped_on_hlt(self, rip: int) -> bool:
-        return bool(self.mem.region_at(rip - 1)) and self.mem.read(rip - 1, 1) == b"\xf4"
-
     def _run(self, begin: int, until: int, *, inherit: bool = False) -> None:
         """Run ``begin`` until ``until`` under this machine's ``max_insns`` and
         ``timeout``. With ``inherit`` (a call from a hook) a counted outer run
@@ -759,25 +567,6 @@ class Machine:
         rip = self.cpu.gpr[RIP]
         if rip != until:
             raise self._stop_of(rip, count, retired)
-
-    def _stop_of(self, rip: int, count: int, retired: int) -> GuestFault:
-        """Why a run with no fault stopped short: its budget (the exact retired
-        count: the last instruction may well end in a byte 0xf4), its timeout
-        (Unicorn's flag), else a ``hlt`` (Unicorn stops after it)."""
-        exact = self.engine.has_counter
-        at = self.original_rip(rip)        # a stop in a probe's out-of-line copy: its original
-        if count and count != UNLIMITED and (retired >= count if exact else not self._stopped_on_hlt(rip)):
-            return GuestFault(f"guest ran away: instruction budget of {count} exhausted at "
-                              f"{self.symbolize(at)} ({at:#x})", rip=at, reason="insn-budget")
-        if self.timeout and self.engine.timed_out():
-            return GuestFault(f"guest ran away: timeout of {self.timeout} s reached at "
-                              f"{self.symbolize(at)} ({at:#x})", rip=at, reason="timeout")
-        if self._stopped_on_hlt(rip):
-            return GuestFault(f"guest fault: hlt at {self.symbolize(rip - 1)} ({rip - 1:#x})",
-                              rip=rip - 1, reason="exception")
-        return GuestFault(f"guest stopped for no known reason at {self.symbolize(rip)} ({rip:#x})",
-                          rip=rip, reason="exception")
-
 
 def _pause_addresses(code: bytes, base: int) -> list[int]:
     """Where ``pause`` instructions start in assembled ``code`` (instruction
