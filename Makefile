@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Long fuzz runs of tests/fuzz only (loader, syscalls, probes, probe language):
+# FUZZ_EXAMPLES random examples per fuzz test, no deadlines; failures are kept in
+# .hypothesis/fuzz and replayed first next time. `make test` runs the same tests
+# with a small fixed budget. E.g. `make fuzz FUZZ_EXAMPLES=20000`.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	KPE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider \
+		--hypothesis-show-statistics tests/fuzz

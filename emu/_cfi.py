@@ -32,7 +32,6 @@ from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from elftools.common.exceptions import DWARFError, ELFError
 from elftools.dwarf.callframe import FDE, CFARule, RegisterRule
 from elftools.elf.elffile import ELFFile
 
@@ -45,6 +44,7 @@ __all__ = ["CfaRow", "FdeTable", "cfa_row", "DWARF_RBP", "DWARF_RSP", "DWARF_RA"
 # psABI Figure 3.36, "DWARF Register Number Mapping".
 DWARF_RBP, DWARF_RSP, DWARF_RA = 6, 7, 16
 _EXT_KEY = "emu.cfi"
+_ADDR_LIMIT = 1 << 64
 _UNSUPPORTED = -1                 # CfaRow.cfa_reg of a row the unwinder cannot follow
 
 
@@ -147,7 +147,7 @@ def _cached_table(key: tuple[str, int, int]) -> FdeTable | None:
                 return None
             dwarf = elf.get_dwarf_info(relocate_dwarf_sections=False, follow_links=False)
             fdes = _fdes(dwarf.EH_CFI_entries())
-    except (OSError, ELFError, DWARFError, ValueError):
+    except Exception:      # a hostile .eh_frame may break pyelftools any way: no CFI then
         return None
     return FdeTable(fdes) if fdes else None
 
@@ -158,7 +158,8 @@ def _fdes(entries: Sequence[object]) -> list[tuple[int, int, tuple[CfaRow, ...]]
         if not isinstance(entry, FDE):
             continue
         start, size = entry.header["initial_location"], entry.header["address_range"]
-        if start and size:        # 0: an FDE of code the linker discarded
+        # 0: an FDE of code the linker discarded; a range past 2**64: a corrupt one.
+        if start > 0 and size > 0 and start + size < _ADDR_LIMIT:
             out.append((start, start + size, _decode(entry)))
     return out
 
@@ -167,7 +168,7 @@ def _decode(fde: FDE) -> tuple[CfaRow, ...]:
     """The FDE's rows; ``()`` when pyelftools cannot decode its instructions."""
     try:
         table = fde.get_decoded().table
-    except (DWARFError, ValueError, KeyError, TypeError):
+    except Exception:      # pyelftools on a corrupt FDE: assertions, KeyError, IndexError...
         return ()
     return tuple(_row(line) for line in table)
 

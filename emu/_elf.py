@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["load_program", "PIE_BASE", "PROCESS_STACK_SIZE"]
 
+_USER_TOP = 0x7FFF_FFFF_F000         # the 47-bit user address space
 PIE_BASE = 0x5555_5555_4000        # ELF_ET_DYN_BASE, no randomisation (what gdb shows)
 PROCESS_STACK_SIZE = 8 << 20       # RLIMIT_STACK of a fresh shell
 _MMAP_GAP = 1 << 20                # between the stack and the top of the mmap area
@@ -87,6 +88,9 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
     if interp is not None:
         m.objects.add_object(interp, interp.path, interp_base, INTERP)
     phdr = exe.phdr_vaddr + exe_base if exe.phdr_vaddr is not None else 0
+    for what, value in (("entry point", exe.entry + exe_base), ("PT_PHDR address", phdr)):
+        if not 0 <= value < _USER_TOP:
+            raise LoadError(f"{path}: {what} {value:#x} is outside user space")
     image = ProcessImage(phdr=phdr, phnum=exe.phnum, entry=exe.entry + exe_base, interp_base=interp_base,
                          uid=k.uid, gid=k.gid)
     sp = build_stack(m.mem, m.tasks[0].stack.end - _CALL_SCRATCH, _argv(path, argv), _env(env),

@@ -210,11 +210,14 @@ def _fde_functions(elf: ELFFile) -> list[tuple[str, int, int]]:
     if not elf.has_dwarf_info() or elf.get_section_by_name(".eh_frame") is None:
         return []
     out = []
-    for entry in elf.get_dwarf_info().EH_CFI_entries():
-        if isinstance(entry, FDE):
-            start, size = entry.header["initial_location"], entry.header["address_range"]
-            if start and size:
-                out.append((f"sub_{start:x}", start, size))
+    try:
+        for entry in elf.get_dwarf_info().EH_CFI_entries():
+            if isinstance(entry, FDE):
+                start, size = entry.header["initial_location"], entry.header["address_range"]
+                if 0 < start and 0 < size and start + size < 1 << 64:
+                    out.append((f"sub_{start:x}", start, size))
+    except Exception:      # a corrupt .eh_frame breaks pyelftools any way: no such symbols
+        return []
     return sorted(out, key=lambda sym: sym[1])
 
 
