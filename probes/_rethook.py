@@ -145,16 +145,20 @@ class Rethook:
                     except BaseException as exc:
                         regs._dirty = None
                         failed(exc, handler)
-                    else:
-                        if regs._dirty is not None:
-                            real = regs._commit()
+                        mgr.running = False
+                        ri.task = None
+                        if current:
+                            rp._free.append(ri)
+                        pack_into(cell_buf, cell_off, real)
+                        set_pc(real)         # stopping before the jmp: resume past it
+                        return
+                    if regs._dirty is not None:
+                        real = regs._commit()
                     mgr.running = False
                 ri.task = None
                 if current:
                     rp._free.append(ri)
                 pack_into(cell_buf, cell_off, real)
-                if m.aborting:               # stopping before the jmp: resume past it
-                    set_pc(real)
                 if m.sched is not None:      # the scheduler may switch tasks at a hit
                     preempt()
             except BaseException as exc:    # a bug here, not a handler's: stop the guest
