@@ -35,3 +35,17 @@ def return_now(m: Machine, value: int):  # type: ignore[no-untyped-def]
 @functools.cache
 def fib(n: int) -> int:
     return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def preorder(n: int) -> list[int]:
+    """The arguments of fib's calls in entry order."""
+    return [n] if n < 2 else [n, *preorder(n - 1), *preorder(n - 2)]
+
+
+def postorder(n: int) -> list[int]:
+    """The arguments of fib's calls in return order."""
+    return [n] if n < 2 else [*postorder(n - 1), *postorder(n - 2), n]
+
+
+# The Event fields the tracing issue names, in its order (JSON objects carry exactly these).
+EVENT_FIELDS = ["ts", "tid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]

@@ -21,7 +21,6 @@ instrumented build, or an independent re-implementation of bcc's formatting.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -36,9 +35,8 @@ from elftools.elf.elffile import ELFFile
 from emu import Machine
 from kprobe_emu.cli import main
 from probes.events import Event, attach, format_event
+from tests.conftest import EVENT_FIELDS, fib, postorder, preorder
 from tests.guests import guest_bin as _guest_bin
-
-FIELDS = ["ts", "tid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +45,6 @@ def guest_bin() -> Path:
 
 
 # --- the Fibonacci call tree, independently ---------------------------------------------------
-@functools.cache
-def fib(n: int) -> int:
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-
-def preorder(n: int) -> list[int]:
-    return [n] if n < 2 else [n, *preorder(n - 1), *preorder(n - 2)]
-
-
-def postorder(n: int) -> list[int]:
-    return [n] if n < 2 else [*postorder(n - 1), *postorder(n - 2), n]
-
-
 def depths(n: int, d: int = 1) -> list[int]:
     """The depth of each call (1: called from main)."""
     return [d] if n < 2 else [d, *depths(n - 1, d + 1), *depths(n - 2, d + 1)]
@@ -207,7 +192,7 @@ def test_trace_json(guest_bin: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert rest == fib_output(4)
     _, want = attach_run(binary, ["4"], list(lines))
     assert events == [ev.to_dict() for ev in want]
-    assert all(list(ev) == FIELDS for ev in events)
+    assert all(list(ev) == EVENT_FIELDS for ev in events)
     returns = [ev for ev in events if ev["kind"] == "r"]
     assert [(ev["args"]["n"], ev["args"]["ret"]) for ev in returns] == [(n, fib(n)) for n in postorder(4)]
     assert [ev["args"]["d"] for ev in returns] == true_durations(events)

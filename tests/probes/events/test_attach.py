@@ -20,7 +20,6 @@ guest/c/*.c), the Fibonacci call tree, or the guest's own bytes.
 
 from __future__ import annotations
 
-import functools
 import io
 import time
 from collections import Counter
@@ -32,9 +31,8 @@ import guest
 from emu import GuestFault, Machine
 from probes import ProbeError
 from probes.events import Event, EventHandle, ParseError, attach, attached, format_event
+from tests.conftest import EVENT_FIELDS, fib, postorder, preorder
 from tests.guests import guest_bin as _guest_bin
-
-FIELDS = ["ts", "tid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +41,6 @@ def guest_bin() -> Path:
 
 
 # --- the Fibonacci call tree, independently ---------------------------------------------------
-@functools.cache
-def fib(n: int) -> int:
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-
-def preorder(n: int) -> list[int]:
-    """The arguments of fib's calls in entry order."""
-    return [n] if n < 2 else [n, *preorder(n - 1), *preorder(n - 2)]
-
-
-def postorder(n: int) -> list[int]:
-    """The arguments of fib's calls in return order."""
-    return [n] if n < 2 else [*postorder(n - 1), *postorder(n - 2), n]
-
-
 def entry_clock(n: int, t: int = 0) -> tuple[list[int], int]:
     """Instructions retired at each call's entry, and at its return, counted from
     guest/fib.s: 9 instructions from fib's entry to the first ``call fib``; a leaf
@@ -138,7 +121,7 @@ def test_kprobe_event_fields() -> None:
     (task,) = m.tasks[1:]                      # tasks[0]: the machine's own
     assert [ev.args for ev in events] == [{"n": n} for n in preorder(4)]
     for ev in events:
-        assert list(ev.to_dict()) == FIELDS
+        assert list(ev.to_dict()) == EVENT_FIELDS
         assert (ev.tid, ev.comm, ev.cpu, ev.group, ev.name, ev.kind, ev.ip, ev.caller) == \
             (task.tid, "fibtask", 0, "fibs", "enter", "p", "fib+0x0", None)
 
@@ -160,7 +143,7 @@ def test_kretprobe_event_fields() -> None:
     sites = return_sites(m, "fib", "fib")
     assert len(sites) == 2
     for ev in events:
-        assert list(ev.to_dict()) == FIELDS
+        assert list(ev.to_dict()) == EVENT_FIELDS
         assert (ev.tid, ev.comm, ev.cpu, ev.group, ev.name, ev.kind, ev.ip) == \
             (task.tid, "fibtask", 0, "fibs", "leave", "r", "fib+0x0")
         assert ev.args["ret"] == fib(ev.args["n"])
