@@ -25,7 +25,7 @@ from unicorn.x86_const import UC_X86_INS_SYSENTER, UC_X86_REG_FPCW, UC_X86_REG_M
 from ._asm import assemble
 from ._cpu import Cpu
 from ._engine import UNLIMITED, Engine
-from ._errors import EmuError, SymbolNotFound
+from ._errors import EmuError, GuestFault, SymbolNotFound
 from ._interrupt import Owner, check_max_insns, check_timeout, check_timeslice, unwatch, watch
 from ._memory import DEFAULT_MEM_LIMIT, PAGE, PROT_RW, PROT_RWX, PROT_RX, Memory, page_up
 from ._objects import ObjectTable
@@ -60,6 +60,7 @@ _T = TypeVar("_T")
 _ASSEMBLING = threading.Lock()
 _LOCATING_REGISTERS = threading.Lock()
 _PAUSE = b"\xf3\x90"
+_RESUMABLE = ("insn-budget", "timeout")   # GuestFault reasons a later run() goes on from
 _RED_ZONE = 128
 
 
@@ -524,6 +525,12 @@ class Machine(TaskingMixin, StopsMixin):
             self._schedule(sched)
         except ProcessExit as done:
             return done.status
+        except GuestFault as fault:
+            # A fault or a deadlock ends the process (its files close now); a budget
+            # or timeout stop can be resumed, so its files stay open until close().
+            if fault.reason not in _RESUMABLE:
+                kernel.files.close_all()
+            raise
         # Every thread ended by exit() without exit_group: the kernel ended the
         # process when the last one went (do_exit -> the group's exit).
         if kernel.exited is not None:

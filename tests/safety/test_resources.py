@@ -205,6 +205,17 @@ def test_faulting_runs_do_not_leak_descriptors(guest_bin: Path, capfd: pytest.Ca
     capfd.readouterr()
 
 
+def test_a_faulting_run_closes_its_descriptors_without_close(guest_bin: Path) -> None:
+    """From Python too: the fault ended the process, so its files close with it
+    (no `with`, no close(), the machine still referenced)."""
+    m = Machine.from_elf(str(guest_bin / "safety"), ["safety", "fault", "200"])
+    m.stdout = io.BytesIO()
+    before = _fds()
+    with pytest.raises(GuestFault):
+        m.run(timeout=60)
+    assert _fds() <= before
+
+
 def test_budget_and_timeout_close_descriptors(guest_bin: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """The CLI closes them when the budget or the timeout stops the program."""
     safety = str(guest_bin / "safety")
