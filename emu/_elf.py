@@ -32,7 +32,7 @@ from ._initstack import ProcessImage, build_stack
 from ._memory import PROT_R, PROT_RW, PROT_W, PROT_X, Memory, Region, page_down, page_up
 from ._objects import EXE, INTERP
 from ._regtable import NR_FAST, RIP, RSP
-from .linux import SYSTEM_LIBRARY_DIRS, AddressSpace, FsPolicy, Kernel, KernelError
+from .linux import SYSTEM_LIBRARY_DIRS, AddressSpace, Diagnostics, FsPolicy, Kernel, KernelError
 from .linux._files import InputFile, Stdin
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ Env = Mapping[str, str] | Sequence[str] | None
 
 def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = None,
                  env: Env = None, stdin: Stdin = b"", fs_root: str | None = None,
-                 fs_writable: bool = False, seed: int = 0) -> Kernel:
+                 fs_writable: bool = False, seed: int = 0, *, policy: FsPolicy | None = None,
+                 diagnostics: Diagnostics | None = None) -> Kernel:
     """Load the program at ``path`` into the fresh machine ``m``, ready to run.
 
     Args:
@@ -70,10 +71,11 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
             not fit the address space or ``mem_limit``.
     """
     exe = read_elf(path)
-    try:
-        policy = FsPolicy(fs_root, fs_writable, files=(path,))
-    except OSError as exc:
-        raise LoadError(str(exc)) from None
+    if policy is None:
+        try:
+            policy = FsPolicy(fs_root, fs_writable, files=(path,))
+        except OSError as exc:
+            raise LoadError(str(exc)) from None
     interp = _read_interp(path, exe, policy)
     try:
         mm, exe_base, interp_base = _map_program(m, path, exe, interp)
@@ -82,7 +84,7 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
     except (EmuError, KernelError) as exc:      # over mem_limit, or no room left
         reason = str(exc) if isinstance(exc, EmuError) else "no room in the address space"
         raise LoadError(f"{path}: cannot map the program: {reason}") from None
-    k = Kernel(m, policy, mm, exe_path=os.path.realpath(path), seed=seed)
+    k = Kernel(m, policy, mm, exe_path=os.path.realpath(path), seed=seed, diagnostics=diagnostics)
     k.files.install(InputFile(stdin), 0)        # bytes, or a host stream read on demand
     m.objects.add_object(exe, path, exe_base, EXE)
     if interp is not None:

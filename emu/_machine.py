@@ -40,7 +40,7 @@ from ._uclib import HOOK_CODE_CFUNC, HOOK_INTR_CFUNC, HOOK_MEM_INVALID_CFUNC, Ra
 from ._unwind import unwind
 
 if TYPE_CHECKING:
-    from .linux import Kernel
+    from .linux import Diagnostics, FsPolicy, Kernel
 
 __all__ = ["Machine", "DEFAULT_MAX_INSNS", "MAX_CALL_DEPTH"]
 
@@ -138,7 +138,10 @@ class Machine(TaskingMixin, StopsMixin):
         # fault is reported at the original (the kernel's kprobe_fault_handler).
         self.rip_fixups: list[Callable[[int], int | None]] = []
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
-        self.tasks: list[Task] = [Task(1, stack)]
+        # Where the tids of new tasks come from: None, one more than the highest;
+        # the processes of a run (emu.linux) share one allocator.
+        self.next_tid: Callable[[], int] | None = None
+        self.tasks: list[Task] = [Task(1, stack, machine=self)]
         self.current_task: Task = self.tasks[0]
         # Scheduling (emu._sched): the run in progress, the virtual clock (ns =
         # instructions retired while tasks were sliced), the task whose registers
@@ -214,7 +217,8 @@ class Machine(TaskingMixin, StopsMixin):
     def from_elf(cls, path: str, argv: Sequence[str | bytes] | None = None,
                  env: Mapping[str, str] | Sequence[str] | None = None, stdin: bytes = b"",
                  fs_root: str | None = None, fs_writable: bool = False, *, seed: int = 0,
-                 timeslice: int = 1000, **kwargs: Any) -> Machine:
+                 timeslice: int = 1000, fs: FsPolicy | None = None,
+                 diagnostics: Diagnostics | None = None, **kwargs: Any) -> Machine:
         """Load an x86-64 ELF program (static, static-pie or dynamic), ready to :meth:`run`.
 
         Args:
@@ -227,6 +231,10 @@ class Machine(TaskingMixin, StopsMixin):
             seed: seeds ``AT_RANDOM``, ``getrandom`` and the scheduler of its threads.
             timeslice: the longest slice, in instructions, the scheduler gives a
                 thread when several can run (see :meth:`run_tasks`).
+            fs: the guest's file view, built by the caller (``fs_root`` and
+                ``fs_writable`` are then ignored); default ``FsPolicy(fs_root, fs_writable)``.
+            diagnostics: the log of denials and unknown system calls
+                (:class:`emu.linux.Diagnostics`; default: a new, silent one).
             kwargs: passed to :class:`Machine` (``max_insns`` for :meth:`call`, ...).
 
         Raises:
@@ -235,7 +243,8 @@ class Machine(TaskingMixin, StopsMixin):
         from ._elf import load_program
         check_timeslice(timeslice)
         m = cls(**kwargs)
-        m.kernel = load_program(m, path, argv, env, stdin, fs_root, fs_writable, seed)
+        m.kernel = load_program(m, path, argv, env, stdin, fs_root, fs_writable, seed, policy=fs,
+                                diagnostics=diagnostics)
         m.seed, m.timeslice = seed, timeslice
         return m
 
@@ -420,6 +429,31 @@ class Machine(TaskingMixin, StopsMixin):
     def read(self, addr: int, size: int) -> bytes:
         """Guest memory; probed addresses show their original bytes."""
         return self.mem.read(addr, size)
+
+    def read_string(self, addr: int, max: int = 4096) -> str:  # noqa: A002  (the issue's name)
+        """The NUL-terminated string at ``addr``, at most ``max`` bytes of it (a
+        longer one is cut there), decoded as UTF-8 with undecodable bytes kept as
+        surrogates (``os.fsdecode``'s way). Stops quietly at unmapped memory.
+
+        Raises:
+            GuestFault: nothing is mapped at ``addr`` itself.
+        """
+        out = bytearray()
+        while len(out) < max:
+            at = addr + len(out)
+            chunk = min(max - len(out), PAGE - at % PAGE)
+            if self.mem.region_at(at) is None:
+                if not out:
+                    raise GuestFault(f"read_string: nothing is mapped at {addr:#x}", rip=self.cpu.gpr[RIP],
+                                     reason="unmapped")
+                break
+            data = self.mem.read(at, chunk)
+            nul = data.find(b"\0")
+            if nul >= 0:
+                out += data[:nul]
+                break
+            out += data
+        return out.decode("utf-8", errors="surrogateescape")
 
     def write(self, addr: int, data: bytes) -> None:
         """Write guest memory (translated code there is dropped). Raises EmuError

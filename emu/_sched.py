@@ -228,7 +228,13 @@ class Scheduler:
             self.switches += 1
         m.current_task = task
         m._engine_owner = task
-        if task.wake_value is not None:
+        if task.restart is not None:        # back over the syscall: it runs again (emu.linux._wait)
+            gpr = m.cpu.gpr
+            gpr[RIP] -= 2
+            gpr[RAX] = task.restart
+            task.restart = None
+            task.wake_value = None
+        elif task.wake_value is not None:
             m.cpu.gpr[RAX] = task.wake_value
             task.wake_value = None
 

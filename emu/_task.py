@@ -41,6 +41,8 @@ class Task:
         blocked_on: what a blocked task waits for, for messages (``"futex 0x..."``).
         comm: the command name tracing shows (``TASK_COMM_LEN``: 15 characters):
             the program's file name for its threads, else the task's name.
+        pid: the process (thread group) the task belongs to: its leader's tid,
+            the task's own tid for tasks of a machine without processes.
     """
 
     tid: int
@@ -51,6 +53,7 @@ class Task:
     state: str = RUNNABLE
     blocked_on: str = ""
     comm: str = ""
+    pid: int = 0
     # --- owned by the scheduler and the syscall layer ----------------------------------
     context: Any = field(default=None, repr=False)        # registers while off the CPU
     wake_value: int | None = field(default=None, repr=False)   # RAX to set when resumed
@@ -58,6 +61,9 @@ class Task:
     on_timeout: Any = field(default=None, repr=False)     # called when the deadline passes
     clear_child_tid: int = field(default=0, repr=False)   # CLONE_CHILD_CLEARTID address
     spawned: bool = field(default=False, repr=False)      # made by Machine.spawn
+    # The system call to run again when the task is woken (emu.linux._wait), or None.
+    restart: int | None = field(default=None, repr=False)
+    machine: Any = field(default=None, repr=False)        # the Machine (address space) it runs in
     # The syscall layer's per-thread signal state (emu.linux._signal.ThreadSignals):
     # mask, pending queue, alternate stack, saved contexts of its signal frames.
     signal: Any = field(default=None, repr=False)
@@ -67,6 +73,8 @@ class Task:
             self.name = f"task-{self.tid}"
         if not self.comm:
             self.comm = self.name[:15]
+        if not self.pid:
+            self.pid = self.tid
 
     @property
     def done(self) -> bool:

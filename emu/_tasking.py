@@ -47,6 +47,7 @@ class TaskingMixin:
     if TYPE_CHECKING:
         tasks: list[Task]
         current_task: Task
+        next_tid: Callable[[], int] | None
         mem: Memory
         cpu: Cpu
         engine: Engine
@@ -79,7 +80,8 @@ class TaskingMixin:
 
     def add_task(self, stack: Region, name: str | None = None) -> Task:
         """Register a task whose stack is ``stack`` (the syscall layer's ``clone``)."""
-        task = Task(max(t.tid for t in self.tasks) + 1, stack, name or "")
+        tid = self.next_tid() if self.next_tid is not None else max(t.tid for t in self.tasks) + 1
+        task = Task(tid, stack, name or "", machine=self)
         self.tasks.append(task)
         return task
 

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (register handlers)
     _sys_signal,
     _sys_thread,
 )
+from ._diag import Diagnostics
 from ._fs import SYSTEM_LIBRARY_DIRS, FsPolicy
 from ._kernel import Kernel, ProcessExit
 from ._mm import AddressSpace
@@ -22,6 +23,6 @@ from ._registry import SYSCALLS, KernelError, syscall
 from ._sysnr import SYSCALL_NAMES, SYSCALL_NUMBERS
 
 __all__ = [
-    "AddressSpace", "FsPolicy", "Kernel", "KernelError", "ProcessExit", "SYSCALLS",
+    "AddressSpace", "Diagnostics", "FsPolicy", "Kernel", "KernelError", "ProcessExit", "SYSCALLS",
     "SYSCALL_NAMES", "SYSCALL_NUMBERS", "SYSTEM_LIBRARY_DIRS", "syscall",
 ]

@@ -26,7 +26,6 @@ import errno
 import os
 import random
 import struct
-import sys
 import sysconfig
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from unicorn.x86_const import UC_X86_INS_SYSCALL
 from .._errors import EmuError
 from .._regtable import MASK64, R8, R9, R10, R11, RAX, RCX, RDI, RDX, RIP, RSI
 from .._task import Task
+from ._diag import DENIED, EMULATOR_ERROR, NOTE, UNKNOWN_SYSCALL, Diagnostics
 from ._files import FdTable, InputFile, OutputFile
 from ._fs import FsPolicy
 from ._futex import FutexTable
@@ -45,6 +45,7 @@ from ._mm import AddressSpace
 from ._registry import SYSCALLS, KernelError
 from ._signal import ProcessSignals
 from ._sysnr import SYSCALL_NAMES
+from ._wait import Blocked
 
 if TYPE_CHECKING:
     from .._machine import Machine
@@ -110,7 +111,7 @@ class Kernel:
     """
 
     def __init__(self, m: Machine, fs: FsPolicy, mm: AddressSpace, *, stdin: bytes = b"",
-                 exe_path: str = "", seed: int = 0) -> None:
+                 exe_path: str = "", seed: int = 0, diagnostics: Diagnostics | None = None) -> None:
         self.m = m
         self.mem = m.mem
         self.cpu = m.cpu
@@ -130,27 +131,22 @@ class Kernel:
         self.files.install(OutputFile("pipe:[stderr]", lambda: m.stderr), 2)
         self.signals = ProcessSignals(self)
         self.denied: list[str] = []
+        # Shared by every process of the run (a child inherits its parent's).
+        self.diagnostics = diagnostics if diagnostics is not None else Diagnostics()
         self.exited: ProcessExit | None = None
         self._hook: int | None = None
         self._host_errors: set[tuple[int, type]] = set()    # (nr, kind) reported
 
     # --- reporting -------------------------------------------------------------------
-    def report(self, message: str) -> None:
-        """An emulator diagnostic (not guest output): one line on the host's stderr,
-        if it has one (``2>&-`` leaves ``sys.stderr`` None or closed)."""
-        stream = sys.stderr
-        if stream is None:
-            return
-        try:
-            print(f"kprobe-emu: {message}", file=stream, flush=True)
-        except (OSError, ValueError):
-            pass
+    def report(self, message: str, kind: str = NOTE, key: object = None) -> None:
+        """An emulator diagnostic (not guest output) into the run's log
+        (:mod:`._diag`): printed only when the log is verbose."""
+        self.diagnostics.log(kind, message, key)
 
     def deny(self, path: str) -> None:
         if path not in self.denied:
             self.denied.append(path)
-            self.report(f"denied access to {path!r}: outside the guest's file system "
-                        f"(map a directory with fs_root / --fs-root)")
+            self.report(f"denied access to {path!r}: outside the guest's file view", DENIED)
 
     # --- guest memory helpers ---------------------------------------------------------
     def read_str(self, addr: int, limit: int = 4096) -> str:
@@ -217,6 +213,10 @@ class Kernel:
                         ret = fn(self, *args[:nargs]) & MASK64
                 except KernelError as exc:
                     ret = -exc.errno & MASK64
+                except Blocked:         # parked: the call runs again when woken (._wait)
+                    gpr[RCX] = gpr[RIP] + 2
+                    gpr[R11] = cpu.eflags
+                    return
                 except Exception as exc:
                     if isinstance(exc, EmuError | ProcessExit) or _raised_in_callback(exc):
                         raise
@@ -246,7 +246,8 @@ class Kernel:
             if str(exc):
                 what += f": {exc}"
             self.report(f"{name} returns -{errno.errorcode[code]}: the emulator failed with {what} "
-                        f"(at {self.m.symbolize(self.cpu.gpr[RIP])}; a bug in the syscall layer)")
+                        f"(at {self.m.symbolize(self.cpu.gpr[RIP])}; a bug in the syscall layer)",
+                        EMULATOR_ERROR)
         return code
 
     def _unknown(self, nr: int) -> int:
@@ -254,7 +255,7 @@ class Kernel:
         if nr not in unknown:
             unknown[nr] = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
             self.report(f"unknown system call {nr} ({unknown[nr]}) returns -ENOSYS "
-                        f"(at {self.m.symbolize(self.cpu.gpr[RIP])})")
+                        f"(at {self.m.symbolize(self.cpu.gpr[RIP])})", UNKNOWN_SYSCALL, nr)
         return -errno.ENOSYS
 
 
