@@ -122,6 +122,8 @@ class Kernel:
         self.entry = 0
         self.rng = random.Random(seed)
         self.pid = m.tasks[0].tid          # the main thread's tid, as in Linux
+        self.ppid = 0                      # the first process of a run has no parent (PID 1's)
+        self.umask = 0o022
         self.threads: list[Task] = [m.tasks[0]]     # the thread group, leader first
         self.futexes = FutexTable()
         self.uid, self.gid = UID, GID

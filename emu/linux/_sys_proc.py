@@ -51,4 +51,5 @@ def sys_getgid(k: Kernel) -> int:
 
 @syscall("umask")
 def sys_umask(k: Kernel, mask: int) -> int:
-    return 0o022
+    old, k.umask = k.umask, mask & 0o777
+    return old
