@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import struct
 from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from ._machine import Machine
     from ._objects import MappedObject
 
-__all__ = ["CfaRow", "FdeTable", "cfa_row", "DWARF_RBP", "DWARF_RSP", "DWARF_RA"]
+__all__ = ["CfaRow", "FdeTable", "cfa_row", "fde_ranges", "DWARF_RBP", "DWARF_RSP", "DWARF_RA"]
 
 # psABI Figure 3.36, "DWARF Register Number Mapping".
 DWARF_RBP, DWARF_RSP, DWARF_RA = 6, 7, 16
@@ -208,3 +209,102 @@ def _offset_rule(rule: object, *, required: bool) -> int | None:
     if rule.type == RegisterRule.UNDEFINED or (rule.type == RegisterRule.SAME_VALUE and not required):
         return None
     raise _Unsupported
+
+
+# --- function ranges only ---------------------------------------------------------
+# The LSB's ".eh_frame section": reading just each FDE's pc_begin and pc_range (and
+# of each CIE the 'R' augmentation, the FDE pointer encoding) is ~100x faster than
+# decoding the rules, which only the unwinder needs (lazily, in _cached_table).
+DW_EH_PE_omit, DW_EH_PE_pcrel = 0xFF, 0x10
+_EH_PE_FORMATS = {0x00: "<Q", 0x02: "<H", 0x03: "<I", 0x04: "<Q", 0x0A: "<h", 0x0B: "<i", 0x0C: "<q"}
+
+
+def fde_ranges(data: bytes, section_addr: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of every FDE of an ``.eh_frame`` section (link-time
+    addresses), in section order; stops quietly at the first entry it cannot read
+    (a corrupt section yields what precedes the damage)."""
+    out: list[tuple[int, int]] = []
+    encodings: dict[int, int] = {}           # CIE offset -> its FDE pointer encoding
+    pos = 0
+    try:
+        while pos + 4 <= len(data):
+            length, = struct.unpack_from("<I", data, pos)
+            if length == 0:
+                break
+            head = 4
+            if length == 0xFFFFFFFF:
+                length, = struct.unpack_from("<Q", data, pos + 4)
+                head = 12
+            body, end = pos + head, pos + head + length
+            if end > len(data) or length < 4:
+                break
+            cie_ptr, = struct.unpack_from("<I", data, body)
+            if cie_ptr == 0:
+                encodings[pos] = _cie_fde_encoding(data, body + 4)
+            else:
+                enc = encodings.get(body - cie_ptr)
+                if enc is None:
+                    break
+                start, at = _read_encoded(data, body + 4, enc, section_addr)
+                size, _ = _read_encoded(data, at, enc & 0x0F, 0)
+                if 0 < start and 0 < size and start + size < _ADDR_LIMIT:
+                    out.append((start, size))
+            pos = end
+    except (struct.error, ValueError, IndexError):
+        pass
+    return out
+
+
+def _cie_fde_encoding(data: bytes, pos: int) -> int:
+    version = data[pos]
+    nul = data.index(b"\0", pos + 1)
+    aug = data[pos + 1:nul].decode("latin-1")
+    pos = nul + 1
+    if "eh" in aug:
+        pos += 8
+    _, pos = _uleb(data, pos)                # code alignment
+    _, pos = _uleb(data, pos)                # data alignment (sleb: only skipped)
+    pos = pos + 1 if version == 1 else _uleb(data, pos)[1]
+    if not aug.startswith("z"):
+        return 0
+    _, pos = _uleb(data, pos)
+    for c in aug[1:]:
+        if c == "R":
+            return data[pos]
+        if c == "L":
+            pos += 1
+        elif c == "P":
+            enc = data[pos]
+            _, pos = _read_encoded(data, pos + 1, enc & 0x7F, 0)
+        elif c not in "SB":
+            break
+    return 0
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _read_encoded(data: bytes, pos: int, enc: int, section_addr: int) -> tuple[int, int]:
+    """A ``DW_EH_PE_*`` value at ``pos`` and the position after it (``pcrel`` is
+    relative to the field's own link-time address)."""
+    if enc == DW_EH_PE_omit:
+        return 0, pos
+    fmt = enc & 0x0F
+    if fmt == 0x01:
+        value, after = _uleb(data, pos)
+    elif fmt in _EH_PE_FORMATS:
+        value, = struct.unpack_from(_EH_PE_FORMATS[fmt], data, pos)
+        after = pos + struct.calcsize(_EH_PE_FORMATS[fmt])
+    else:
+        raise ValueError(f"DW_EH_PE format {fmt:#x}")
+    if enc & 0x70 == DW_EH_PE_pcrel:
+        value += section_addr + pos
+    return value % _ADDR_LIMIT, after

@@ -8,29 +8,35 @@ complete: its symbols join the machine's table and ``on_mapped`` callbacks run.
 
 Symbol names follow the uprobes ``PATH:SYMBOL`` convention with the file's
 base name: ``libc.so.6:malloc``; the executable's symbols keep their plain
-names (``main``), as they do for assembled code. A stripped file that defines
-no symbols still has its ``.eh_frame``: each FDE's range becomes a function
-``sub_<link-time address in hex>`` (the disassemblers' convention), so probes
-and symbolize work there by address.
+names (``main``), as they do for assembled code. ``OBJECT:SYMBOL`` also takes
+the object's other names (:attr:`MappedObject.names`: full path, soname, short
+name ``libc`` as bpftrace does). Code no symbol covers still has its
+``.eh_frame``: each such FDE's range becomes a function ``sub_<link-time
+address in hex>`` (IDA's and Ghidra's convention), so a stripped program's
+stack traces and probes have names; in a library with symbols these are the
+few functions it does not export.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from elftools.common.exceptions import DWARFError, ELFError
-from elftools.dwarf.callframe import FDE
+from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from ._cfi import fde_ranges
 from ._elfhdr import ElfFile, parse_elf, read_elf_bytes
 from ._errors import LoadError
 from ._symbols import SymbolTable
 
-__all__ = ["MappedObject", "FileMapping", "ObjectTable", "EXE", "INTERP", "LIB"]
+__all__ = ["MappedObject", "FileMapping", "ObjectTable", "EXE", "INTERP", "LIB", "short_name"]
 
 EXE, INTERP, LIB = "exe", "interp", "lib"
 _PAGE_MASK = ~0xFFF
@@ -61,6 +67,7 @@ class MappedObject:
         base: the load bias (run-time address minus link-time address).
         start, end: the address range of its ``PT_LOAD`` segments.
         nsyms: how many symbols it added to the machine's table.
+        soname: its ``DT_SONAME``, if it has one.
     """
 
     path: str
@@ -70,10 +77,32 @@ class MappedObject:
     start: int
     end: int
     nsyms: int
+    soname: str | None = None
 
     def symbol_name(self, symbol: str) -> str:
         """The machine's name for ``symbol`` of this object."""
         return symbol if self.kind == EXE else f"{self.name}:{symbol}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name ``OBJECT:SYMBOL`` may give it: base name, path (as opened, and
+        resolved), soname, short name."""
+        names = [self.name, self.path, os.path.realpath(self.path), self.soname or "",
+                 short_name(self.name), short_name(self.soname or "")]
+        return tuple(dict.fromkeys(n for n in names if n))
+
+    def matches(self, name: str) -> bool:
+        return name in self.names
+
+
+def short_name(name: str) -> str:
+    """The bpftrace-style short name of a library: its base name up to ``.so`` or
+    ``-`` (``libc.so.6``, ``libc-2.31.so`` -> ``libc``); ``""`` for a name without
+    ``.so`` (an executable is named by its base name only)."""
+    base = os.path.basename(name)
+    if ".so" not in base:
+        return ""
+    return base.split(".so", 1)[0].split("-", 1)[0]
 
 
 ObjectCallback = Callable[[MappedObject], None]
@@ -104,9 +133,9 @@ class ObjectTable:
         return len(self._objects)
 
     def find(self, name: str) -> MappedObject | None:
-        """The object whose path or base name is ``name``."""
+        """The first object mapped that ``name`` names (see :attr:`MappedObject.names`)."""
         for obj in self._objects:
-            if name in (obj.name, obj.path):
+            if obj.matches(name):
                 return obj
         return None
 
@@ -120,9 +149,12 @@ class ObjectTable:
         """Announce an object mapped in full (by the loader or by the guest)."""
         name = os.path.basename(path)
         prefix = "" if kind == EXE else f"{name}:"
-        syms = [(prefix + n, v + base, size) for n, v, size in _file_symbols(elf.path)]
+        symbols, soname = _file_info(elf.path)
+        syms = [(prefix + n, v + base, size) for n, v, size in symbols]
+        obj = MappedObject(path, name, kind, base, elf.low + base, _page_up(elf.high + base), len(syms),
+                           soname)
+        self._symbols.add_object_names(obj.names, prefix)
         self._symbols.add_many(syms)
-        obj = MappedObject(path, name, kind, base, elf.low + base, _page_up(elf.high + base), len(syms))
         self._objects.append(obj)
         for fn in list(self.on_mapped):
             fn(obj)
@@ -173,15 +205,16 @@ def _cached_headers(key: tuple[str, int, int]) -> ElfFile | None:
         return None
 
 
-def _file_symbols(path: str) -> tuple[tuple[str, int, int], ...]:
+def _file_info(path: str) -> tuple[tuple[tuple[str, int, int], ...], str | None]:
     key = _file_key(path)
-    return _cached_symbols(key) if key is not None else ()
+    return _cached_info(key) if key is not None else ((), None)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_symbols(key: tuple[str, int, int]) -> tuple[tuple[str, int, int], ...]:
-    """``(name, value, size)`` of the defined symbols of ``.symtab``, else ``.dynsym``,
-    plus the ``.eh_frame`` functions when neither defines a function.
+def _cached_info(key: tuple[str, int, int]) -> tuple[tuple[tuple[str, int, int], ...], str | None]:
+    """The file's symbols and soname. Symbols: ``(name, value, size)`` of the
+    defined symbols of ``.symtab``, else ``.dynsym``, plus a ``sub_ADDR`` for each
+    ``.eh_frame`` function none of them covers, sorted by value.
 
     Aliases at one address come worst name first, so that reverse lookups
     (which take the last) say ``malloc`` rather than ``__libc_malloc``.
@@ -190,35 +223,39 @@ def _cached_symbols(key: tuple[str, int, int]) -> tuple[tuple[str, int, int], ..
         with open(key[0], "rb") as f:
             elf = ELFFile(f)
             table = elf.get_section_by_name(".symtab") or elf.get_section_by_name(".dynsym")
-            if not isinstance(table, SymbolTableSection):
-                return tuple(_fde_functions(elf))
-            ranked = [(name, value, size) for value, _rank, name, size in sorted(_defined(table))]
-            if not _defines_functions(table):
-                ranked = sorted(ranked + _fde_functions(elf), key=lambda sym: sym[1])
-            return tuple(ranked)
+            ranked: list[tuple[str, int, int]] = []
+            if isinstance(table, SymbolTableSection):
+                ranked = [(name, value, size) for value, _rank, name, size in sorted(_defined(table))]
+            ranked = sorted(ranked + _fde_functions(elf, ranked), key=lambda sym: sym[1])
+            return tuple(ranked), _soname(elf)
     except (OSError, ELFError, DWARFError, ValueError):
-        return ()
+        return (), None
 
 
-def _defines_functions(table: SymbolTableSection) -> bool:
-    return any(sym["st_info"]["type"] in _FUNCTION_TYPES and sym["st_shndx"] != "SHN_UNDEF"
-               for sym in table.iter_symbols())
+def _soname(elf: ELFFile) -> str | None:
+    dynamic = elf.get_section_by_name(".dynamic")
+    if not isinstance(dynamic, DynamicSection):
+        return None
+    for tag in dynamic.iter_tags("DT_SONAME"):
+        return str(tag.soname)  # type: ignore[attr-defined]
+    return None
 
 
-def _fde_functions(elf: ELFFile) -> list[tuple[str, int, int]]:
-    """``sub_ADDR`` symbols for the function ranges of ``.eh_frame`` (stripped files)."""
-    if not elf.has_dwarf_info() or elf.get_section_by_name(".eh_frame") is None:
+def _fde_functions(elf: ELFFile, symbols: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """``sub_ADDR`` for the ``.eh_frame`` function ranges that start in no symbol's
+    range (and at no symbol's address)."""
+    section = elf.get_section_by_name(".eh_frame")
+    if section is None or section["sh_type"] == "SHT_NOBITS":
         return []
+    covered = sorted((value, value + max(size, 1)) for _name, value, size in symbols)
+    starts = [start for start, _end in covered]
+    reach = list(itertools.accumulate((end for _start, end in covered), max))
     out = []
-    try:
-        for entry in elf.get_dwarf_info().EH_CFI_entries():
-            if isinstance(entry, FDE):
-                start, size = entry.header["initial_location"], entry.header["address_range"]
-                if 0 < start and 0 < size and start + size < 1 << 64:
-                    out.append((f"sub_{start:x}", start, size))
-    except Exception:      # a corrupt .eh_frame breaks pyelftools any way: no such symbols
-        return []
-    return sorted(out, key=lambda sym: sym[1])
+    for start, size in fde_ranges(section.data(), section["sh_addr"]):
+        i = bisect.bisect_right(starts, start) - 1
+        if i < 0 or reach[i] <= start:
+            out.append((f"sub_{start:x}", start, size))
+    return out
 
 
 _BINDING_RANK = {"STB_LOCAL": 0, "STB_WEAK": 1, "STB_GNU_UNIQUE": 2, "STB_GLOBAL": 2}
