@@ -1,7 +1,9 @@
 """Probes on shared objects that are not mapped yet (uprobes' ``PATH:SYMBOL``).
 
 A kprobe or kretprobe whose ``symbol_name`` is ``OBJECT:SYMBOL``
-(``libc.so.6:malloc``) while no object of that name is mapped is *pending*:
+(``libc.so.6:malloc``) while no object of that name is mapped is *pending*
+(``OBJECT`` is any of the object's names: base name, path, soname, or short
+name ``libc`` as bpftrace takes it, see ``MappedObject.names``):
 registration succeeds, nothing is planted, and the probe registers itself for
 real when the guest maps the object (``Machine.on_object_mapped``, called once
 the object's symbols are in ``m.symbols``). This is how uprobes treat a file
@@ -11,7 +13,10 @@ loads fails with ENOENT instead.
 
 Invariants: a pending probe is not registered (``kp.registered`` is False
 until it arms); unregistering it just forgets it; an error while arming (the
-object has no such symbol) stops the guest and the running ``m.run`` raises it.
+object has no such symbol: ``ENOENT``, "probe on libc:mallocx never armed: no
+symbol 'mallocx' in libc.so.6") stops the guest and the running ``m.run``
+raises it. :func:`pending_probes` says why each probe still waits, for a front
+end to report the ones that never armed when the run ends.
 A probe object is registered on one machine at a time, pending or not:
 ``kp._pending_on`` names the machine it waits on, and registering it anywhere
 meanwhile (or making a registered probe pending) is refused with ``EINVAL`` at
@@ -25,11 +30,12 @@ from collections.abc import Callable
 from typing import Any
 
 from emu import Machine, MappedObject
+from emu._symbols import split_object
 
 from ._errors import ProbeError
 from ._kprobe import Kprobe
 
-__all__ = ["defer_if_pending", "forget_pending", "is_pending"]
+__all__ = ["defer_if_pending", "forget_pending", "is_pending", "pending_probes", "probe_target"]
 
 _EXT_KEY = "probes.pending"
 
@@ -46,10 +52,14 @@ class _PendingProbes:
         m.on_object_mapped.append(self._on_mapped)
 
     def _on_mapped(self, obj: MappedObject) -> None:
-        ready = [w for w in self.waiting if w[0] in (obj.name, obj.path)]
+        ready = [w for w in self.waiting if obj.matches(w[0])]
         self.waiting = [w for w in self.waiting if w not in ready]
         for _name, kp, probe, register in ready:
             kp._pending_on = None
+            if self.m.symbols.get_symbol(kp.symbol_name or "") is None:
+                symbol = split_object(kp.symbol_name or "")[1]
+                raise ProbeError(errno.ENOENT, f"probe on {kp.symbol_name} never armed: "
+                                               f"no symbol {symbol!r} in {obj.name}")
             register(self.m, probe)
 
 
@@ -65,7 +75,7 @@ def _waits_for(m: Machine, kp: Kprobe) -> str | None:
     name = kp.symbol_name
     if name is None or ":" not in name or m.symbols.get_symbol(name) is not None:
         return None
-    obj = name.rsplit(":", 1)[0]
+    obj = split_object(name)[0]
     return obj if obj and m.objects.find(obj) is None else None
 
 
@@ -103,3 +113,22 @@ def forget_pending(m: Machine, probe: Any) -> bool:
     for w in gone:
         w[1]._pending_on = None
     return bool(gone)
+
+
+def pending_probes(m: Machine) -> list[tuple[Any, str]]:
+    """The probes still waiting on ``m``, in registration order, each with why:
+    ``"no mapped object matches 'libcc'; mapped: prog, ld-linux-x86-64.so.2, libc.so.6"``."""
+    pending = _pending(m, create=False)
+    if pending is None:
+        return []
+    mapped = ", ".join(obj.name for obj in m.objects) or "nothing"
+    return [(probe, f"no mapped object matches {obj!r}; mapped: {mapped}")
+            for obj, _kp, probe, _register in pending.waiting]
+
+
+def probe_target(probe: Any) -> str:
+    """What ``probe`` (a kprobe or a kretprobe) names: ``libc:malloc``, ``fib+0x4``, an address."""
+    kp = getattr(probe, "kp", probe)
+    if kp.symbol_name is not None:
+        return f"{kp.symbol_name}+{kp.offset:#x}" if kp.offset else str(kp.symbol_name)
+    return f"{(kp.addr or 0) + kp.offset:#x}"

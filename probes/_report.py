@@ -8,6 +8,8 @@ from emu._unwind import follows_call, unwind
 
 from ._core import KprobeManager, get_manager
 from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE
+from ._kretprobe import Kretprobe
+from ._pending import pending_probes, probe_target
 from ._regs import PtRegs
 
 __all__ = ["list_probes", "stack_trace"]
@@ -19,9 +21,12 @@ def list_probes(m: Machine) -> str:
         0000000000400000  r  fib+0x0  [OPTIMIZED]  nmissed=0 nunwound=2
         0000000000400004  k  fib+0x4  [DISABLED]
         00007f0000001000  k  libfoo.so:bar+0x0  [GONE]
+        0000000000000000  r  libc:malloc  [PENDING]
 
     ``k`` a kprobe, ``r`` a kretprobe's entry probe; ``[GONE]`` a probe whose code
-    was unmapped (``KPROBE_FLAG_GONE``); each child of an aggregate
+    was unmapped (``KPROBE_FLAG_GONE``); ``[PENDING]`` one waiting for its
+    object to be mapped (no address yet, its target as given; after the armed
+    ones, in registration order); C++ names are demangled; each child of an aggregate
     (several probes on one address) has its own line, in registration order. A
     kretprobe's line ends with its counters (the kernel shows them in
     ``kprobe_profile``; ``nunwound`` is ours, see :class:`Kretprobe`).
@@ -33,7 +38,7 @@ def list_probes(m: Machine) -> str:
         for kp in site.probes:
             kind = "r" if kp._kretprobe is not None else "k"
             sym = m.symbols.lookup(addr)
-            where = f"{sym.name}+{addr - sym.addr:#x}" if sym else f"{addr:#x}"
+            where = f"{sym.demangled}+{addr - sym.addr:#x}" if sym else f"{addr:#x}"
             flags = []
             if kp.flags & KPROBE_FLAG_GONE:      # report_probe(): [GONE] hides [DISABLED]
                 flags.append("[GONE]")
@@ -48,6 +53,9 @@ def list_probes(m: Machine) -> str:
             if rp is not None:
                 line += f"  nmissed={rp.nmissed} nunwound={rp.nunwound}"
             lines.append(line)
+    for probe, _reason in pending_probes(m):
+        kind = "r" if isinstance(probe, Kretprobe) else "k"
+        lines.append(f"{0:016x}  {kind}  {probe_target(probe)}  [PENDING]")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -48,4 +48,4 @@ def postorder(n: int) -> list[int]:
 
 
 # The Event fields the tracing issue names, in its order (JSON objects carry exactly these).
-EVENT_FIELDS = ["ts", "tid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]
+EVENT_FIELDS = ["ts", "tid", "pid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]
