@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import IO
 
 from emu import Machine
+from emu._symbols import demangle
 from probes.events import Event
 
 from ._hist import format_funccount
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         for_each_function(m, args.pattern, args.regexp, attach_one)
 
         def report() -> None:
-            out.write(format_funccount({n: counts[n] for n in names if counts[n]}))
+            out.write(format_funccount({demangle(n): counts[n] for n in names if counts[n]}))
         return report
     return run_tool(args, "funccount", attach_all)
 

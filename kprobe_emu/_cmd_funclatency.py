@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import IO
 
 from emu import Machine
+from emu._symbols import demangle
 from probes.events import Event
 
 from ._hist import format_log2_hist, log2_slot
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         def report() -> None:
             for key in sorted(hists, key=lambda k: names.index(k) if k in names else -1):
                 if key:
-                    out.write(f"\nFunction = {key}\n")
+                    out.write(f"\nFunction = {demangle(key)}\n")
                 out.write(format_log2_hist(hists[key], label))
             count, total = sum(calls.values()), sum(totals.values())
             avg = total // div // count if count else 0

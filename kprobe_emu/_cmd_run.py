@@ -1,28 +1,42 @@
-"""``kprobe-emu run BINARY [ARGS...]``: run an x86-64 Linux program in the emulator.
+"""``kprobe-emu run PROGRAM [ARGS...]``: run an x86-64 Linux program in the emulator.
 
 The guest's standard output and error pass through; the command exits with the
-program's status. A program that cannot be loaded, faults or runs away ends the
-command with one line on stderr, never a traceback. The guest's standard input
-is the host's, read when (and as much as) the guest reads; its host files are
-closed when the program ends, however it ends.
+program's status. A program that cannot be found, loaded, faults or runs away
+ends the command with one line on stderr, never a traceback. The guest's
+standard input is the host's, read when (and as much as) the guest reads; its
+host files are closed when the program ends, however it ends. What the program
+is and sees (PATH lookup, ``#!``, environment, file view) is
+:mod:`kprobe_emu._program`.
+
+Diagnostics (denied file accesses, unknown system calls) are printed as they
+happen with ``-v``; without it they are silent, and one summary line ends the
+run when there were any. Probes that never armed (no object of theirs was
+mapped) are reported at the end too, one line each.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 from emu import EmuError, GuestFault, Machine
-from emu._memory import DEFAULT_MEM_LIMIT
 from emu._sweep import fault_status
+from emu.linux import Diagnostics
+from emu.linux._diag import print_line
 from emu.linux._files import Stdin
+from probes import ProbeError
+from probes._pending import pending_probes, probe_target
 
-from .cli import command, positive_float, positive_int
+from ._program import NOT_FOUND, ProgramError, add_program_options, parse_size, program_from_args
+from .cli import command
 
-LOAD_FAILED = 127          # what a shell returns when it cannot execute a program
-_SIZE = re.compile(r"(\d+)([KMGT]?)", re.IGNORECASE)
+__all__ = ["add_program_options", "add_seed_option", "load_program", "run_program", "parse_size",
+           "flush_stdout", "LOAD_FAILED"]
+
+LOAD_FAILED = NOT_FOUND      # what a shell returns when it cannot execute a program
+USAGE = 2
+_DIAG_KEY = "kprobe_emu.diagnostics"
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -36,64 +50,52 @@ def add_seed_option(p: argparse.ArgumentParser) -> None:
                         "the same seed replays the same run")
 
 
-def add_program_options(p: argparse.ArgumentParser) -> None:
-    """The program and how it runs: the options ``run`` shares with ``sweep`` and the tools."""
-    p.add_argument("binary", help="the x86-64 ELF executable (static, static-pie or dynamic)")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the program")
-    p.add_argument("--max-insns", type=positive_int, default=None, metavar="N",
-                   help="stop the program after N instructions (default: no limit)")
-    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
-                   help="stop the program after S seconds (default: no limit)")
-    p.add_argument("--timeslice", type=positive_int, default=1000, metavar="N",
-                   help="longest scheduler slice in instructions when several threads can run "
-                        "(default 1000)")
-    p.add_argument("--fs-root", default=None, metavar="DIR",
-                   help="let the program read files under DIR (its working directory)")
-    p.add_argument("--fs-writable", action="store_true",
-                   help="also let it create and write files under --fs-root")
-    p.add_argument("--mem-limit", type=parse_size, default=DEFAULT_MEM_LIMIT, metavar="SIZE",
-                   help="the most memory the program may map, in bytes or with a K, M or G "
-                        "suffix (default 4G); past it mmap and brk fail as out of memory")
-
-
-def parse_size(text: str) -> int:
-    """``512M`` -> 536870912: bytes, or K/M/G/T (powers of 1024); argparse's ``type``."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None or not int(match[1]):
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: give a positive number of bytes, "
-                                         f"or one with a K, M or G suffix (e.g. 512M)")
-    unit = match[2].upper()
-    return int(match[1]) << (10 * ("KMGT".index(unit) + 1) if unit else 0)
-
-
 def load_program(args: argparse.Namespace, command: str) -> Machine | int:
     """The machine ``args`` describe, or the exit status of a failure (reported)."""
-    if args.fs_writable and args.fs_root is None:
-        print(f"kprobe-emu {command}: --fs-writable needs --fs-root DIR", file=sys.stderr)
-        return 2
     try:
-        return Machine.from_elf(args.binary, [args.binary, *args.args], env=dict(os.environ),
-                                stdin=_stdin_stream(),  # type: ignore[arg-type]
-                                fs_root=args.fs_root, fs_writable=args.fs_writable, seed=args.seed,
-                                timeslice=args.timeslice, mem_limit=args.mem_limit)
+        program = program_from_args(args)
+        diagnostics = Diagnostics(verbose=args.verbose)
+        m = program.machine(seed=args.seed, timeslice=args.timeslice, stdin=_stdin_stream(),
+                            mem_limit=args.mem_limit, diagnostics=diagnostics)
+    except ProgramError as exc:
+        print(f"kprobe-emu {command}: {exc}", file=sys.stderr)
+        return exc.status
     except EmuError as exc:         # LoadError; or a --mem-limit too small for the machine itself
         print(f"kprobe-emu {command}: {exc}", file=sys.stderr)
         return LOAD_FAILED
+    m.extensions[_DIAG_KEY] = diagnostics
+    return m
 
 
 def run_program(m: Machine, args: argparse.Namespace, command: str) -> int:
     """Run to the end; the program's status, or a fault's as a shell shows it (reported).
     The program's host files are closed however it ended, and stdout is left flushed
-    (or, closed or full, pointed at /dev/null: see :func:`flush_stdout`)."""
+    (or, closed or full, pointed at /dev/null: see :func:`flush_stdout`); then the
+    probes that never armed and the diagnostics' summary are reported."""
     try:
         return m.run(max_insns=args.max_insns, timeout=args.timeout)
     except GuestFault as exc:
         flush_stdout()
         print(f"kprobe-emu {command}: {args.binary}: {exc}", file=sys.stderr)
         return fault_status(exc)
+    except ProbeError as exc:       # a pending probe's object came without its symbol
+        flush_stdout()
+        print(f"kprobe-emu {command}: {exc.strerror}", file=sys.stderr)
+        return USAGE
     finally:
         m.close()
         flush_stdout()
+        report_end(m)
+
+
+def report_end(m: Machine) -> None:
+    """The lines that end a run: each probe that never armed, the diagnostics' summary."""
+    for probe, reason in pending_probes(m):
+        print_line(f"probe on {probe_target(probe)} never armed: {reason}")
+    diagnostics = m.extensions.get(_DIAG_KEY)
+    summary = diagnostics.summary() if diagnostics is not None else None
+    if summary is not None:
+        print_line(summary)
 
 
 def flush_stdout() -> None:

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         def sink(ev: Event) -> None:
             frames = [m.symbolize(a) for a in ev.stack or ()]
             # bcc shows function names, not offsets: one line per frame's function.
-            stacks[tuple(f.split("+", 1)[0] for f in frames)] += 1
+            stacks[tuple(f.rsplit("+", 1)[0] for f in frames)] += 1
         def attach_one(name: str) -> None:
             attach_line(m, f"p:stackcount/{event_name(name)} {name}", sink, args, stack=True)
         for_each_function(m, args.func, args.regexp, attach_one)

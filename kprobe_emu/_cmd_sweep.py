@@ -23,6 +23,7 @@ from emu import EmuError, Machine, Outcome, SweepResult, sweep
 from emu._memory import DEFAULT_MEM_LIMIT
 
 from ._cmd_run import _stdin_bytes, add_program_options
+from ._program import Program, program_from_args
 from .cli import CliError, command
 
 _SEED_PART = re.compile(r"(\d+)(?:-(\d+))?")
@@ -50,23 +51,18 @@ def _configure(p: argparse.ArgumentParser) -> None:
 class _Program:
     """The program of a sweep and how each seed runs it; pickles to pool and Ray workers."""
 
-    binary: str
-    args: tuple[str, ...]
-    env: dict[str, str]
+    program: Program
+    command: tuple[str, ...]        # the program and its arguments as given
+    options: tuple[str, ...]        # run's options that shape the file view and environment
     stdin: bytes
-    fs_root: str | None
-    fs_writable: bool
     timeslice: int
     max_insns: int | None
     timeout: float | None
     mem_limit: int | None = None
 
     def machine(self, seed: int) -> Machine:
-        extra = {} if self.mem_limit is None else {"mem_limit": self.mem_limit}
-        return Machine.from_elf(self.binary, [self.binary, *self.args], env=self.env,
-                                stdin=self.stdin, fs_root=self.fs_root,
-                                fs_writable=self.fs_writable, seed=seed, timeslice=self.timeslice,
-                                **extra)
+        return self.program.machine(seed=seed, timeslice=self.timeslice, stdin=self.stdin,
+                                    mem_limit=self.mem_limit)
 
     def run(self, m: Machine) -> int:
         return m.run(max_insns=self.max_insns, timeout=self.timeout)
@@ -80,24 +76,35 @@ class _Program:
             options += ["--timeout", str(self.timeout)]
         if self.timeslice != 1000:
             options += ["--timeslice", str(self.timeslice)]
-        if self.fs_root is not None:
-            options += ["--fs-root", self.fs_root]
-        if self.fs_writable:
-            options.append("--fs-writable")
+        options += self.options
         if self.mem_limit is not None and self.mem_limit != DEFAULT_MEM_LIMIT:
             options += ["--mem-limit", str(self.mem_limit)]
-        return shlex.join(["kprobe-emu", "run", *options, self.binary, *self.args])
+        return shlex.join(["kprobe-emu", "run", *options, *self.command])
+
+
+def _view_options(args: argparse.Namespace) -> list[str]:
+    """The options of ``args`` that shape what the program sees, to replay a seed."""
+    options = [] if args.fs == "system" else ["--fs", args.fs]
+    for flag, value in (("--cwd", args.cwd), ("--fs-root", args.fs_root)):
+        if value is not None:
+            options += [flag, value]
+    for mount in args.mount:
+        options += ["--mount", mount]
+    if args.fs_writable:
+        options.append("--fs-writable")
+    if args.clear_env:
+        options.append("--clear-env")
+    for name, value in args.env:
+        options += ["--env", f"{name}={value}"]
+    return options
 
 
 def _run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     jobs = _jobs(args.jobs)
     address = _ray_address(args.ray)
-    if args.fs_writable and args.fs_root is None:
-        raise CliError("--fs-writable needs --fs-root DIR")
-    program = _Program(args.binary, tuple(args.args), dict(os.environ), _stdin_bytes(),
-                       args.fs_root, args.fs_writable, args.timeslice, args.max_insns,
-                       args.timeout, args.mem_limit)
+    program = _Program(program_from_args(args), (args.binary, *args.args), tuple(_view_options(args)),
+                       _stdin_bytes(), args.timeslice, args.max_insns, args.timeout, args.mem_limit)
     with _progress_bar() as progress:
         try:
             result = sweep(program.machine, seeds, run=program.run, jobs=jobs, ray=address,

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import IO, Any
 
-from emu import Machine
+from emu import Machine, MappedObject
 from emu._memory import PROT_X
+from emu._objects import EXE
+from emu._symbols import demangle, split_object
 from probes import ProbeError
 from probes.events import Event, EventHandle, ParseError, attach, attached, format_profile
 
@@ -106,6 +108,11 @@ def match_functions(m: Machine, pattern: str, regex: bool) -> list[str]:
     """The function symbols ``pattern`` names now (a glob, or a regex with ``regex``),
     in address order. ``OBJECT:SYM`` without wildcards is kept as is (it may be pending).
 
+    A glob matches a name or its demangled form (``'ns::*'``). In ``OBJECT:GLOB``
+    ``OBJECT`` is any name of an object (``libc:*alloc``, see ``MappedObject.names``)
+    unless it is a glob itself, which then matches the machine's names
+    (``'libc*:malloc'`` matches ``libc.so.6:malloc``).
+
     Raises:
         ToolError: a bad pattern, or nothing matches (and nothing can match later).
     """
@@ -127,13 +134,16 @@ def for_each_function(m: Machine, pattern: str, regex: bool, attach_one: Callabl
                 attach_one(name)
     visit(match_functions(m, pattern, regex))
     if _names_an_object(pattern, regex):
-        rx = _compile(pattern, regex)
-        m.on_object_mapped.append(lambda obj: visit(
-            [n for n in _matching(m, pattern, regex, rx) if n.startswith(f"{obj.name}:")]))
+        m.on_object_mapped.append(lambda obj: visit(_matching(m, pattern, regex, obj)))
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
 
 
 def _names_an_object(pattern: str, regex: bool) -> bool:
-    return ":" in pattern and (regex or any(c in pattern for c in "*?["))
+    obj = split_object(pattern)[0]
+    return obj is not None and (regex or _has_glob(pattern))
 
 
 def _compile(pattern: str, regex: bool) -> re.Pattern[str]:
@@ -143,14 +153,30 @@ def _compile(pattern: str, regex: bool) -> re.Pattern[str]:
         raise ToolError(f"bad pattern {pattern!r}: {exc}") from None
 
 
-def _matching(m: Machine, pattern: str, regex: bool, rx: re.Pattern[str] | None = None) -> list[str]:
-    if not regex and ":" in pattern and not any(c in pattern for c in "*?["):
+def _matching(m: Machine, pattern: str, regex: bool, new: MappedObject | None = None) -> list[str]:
+    """The executable functions ``pattern`` matches (only those of ``new`` if given)."""
+    obj, rest = split_object(pattern)
+    if not regex and obj is not None and not _has_glob(rest):
         return [pattern]
-    rx = rx or _compile(pattern, regex)
+    by_alias = not regex and obj is not None and not _has_glob(obj)
+    if by_alias:        # match GLOB in each object OBJECT names, by the object's prefix
+        assert obj is not None
+        objects = {None if o.kind == EXE else o.name for o in ([new] if new else m.objects) if o.matches(obj)}
+        rx = _compile(rest, regex)
+    else:
+        rx = _compile(pattern, regex)
     found = []
     for name in m.symbols:
+        if by_alias:
+            owner, text = split_object(name)
+            if owner not in objects:
+                continue
+        elif new is not None and not name.startswith(f"{new.name}:"):
+            continue
+        else:
+            text = name
         sym = m.symbols.get_symbol(name)
-        if sym is None or not sym.size or not rx.fullmatch(name):
+        if sym is None or not sym.size or not (rx.fullmatch(text) or rx.fullmatch(demangle(text))):
             continue
         region = m.mem.region_at(sym.addr)
         if region is not None and region.perms & PROT_X:

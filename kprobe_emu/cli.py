@@ -4,18 +4,21 @@ Each subcommand module calls :func:`command` at import time with a function
 that adds its arguments and a function that runs it. New tools register
 themselves the same way; this module holds no tool logic. Ctrl-C ends any
 command with status 130 (128 + SIGINT, as a shell shows it) and one line.
+``kprobe-emu --version`` prints the installed distribution's version.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
-__all__ = ["main", "command", "CliError", "positive_int", "positive_float"]
+__all__ = ["main", "command", "CliError", "positive_int", "positive_float", "version"]
 
 INTERRUPTED = 128 + 2      # SIGINT
 
@@ -27,7 +30,11 @@ _COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run", "kprobe_emu._
 
 
 class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
+    """A user error: printed as one line, exit status ``status`` (default 2)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -69,6 +76,18 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
     _registry[name] = _Command(name, help, configure, run)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, saying "a program to run is required" rather than naming the
+    program's positional arguments."""
+
+    def error(self, message: str) -> NoReturn:
+        head = "the following arguments are required: "
+        if message.startswith(head):
+            missing = [a for a in message[len(head):].split(", ") if a != "args"]
+            message = "a program to run is required" if missing == ["PROGRAM"] else head + ", ".join(missing)
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
     for module in _COMMAND_MODULES:
         try:
@@ -76,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
-    parser = argparse.ArgumentParser(prog="kprobe-emu", description=(
+    parser = _Parser(prog="kprobe-emu", description=(
         "Linux kprobes and kretprobes on an x86-64 emulator."))
+    parser.add_argument("--version", action="version", version=f"kprobe-emu {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in _registry.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -86,13 +106,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed version of the ``kprobe-emu`` distribution (``unknown`` when it
+    runs from a source tree that was never installed)."""
+    try:
+        return importlib.metadata.version("kprobe-emu")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args._run(args))
     except CliError as exc:
         print(f"kprobe-emu {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
     except BrokenPipeError:
         return 1
     except KeyboardInterrupt:
