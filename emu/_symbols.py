@@ -22,11 +22,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Symbol", "SymbolTable", "demangle", "split_object"]
-
-# A demangled C++ name has one of these; a C name and an OBJECT:NAME none.
-_CXX_CHARS = frozenset("():<>~ ,&*[]")
-
+__all__ = ["Symbol", "SymbolTable", "demangle", "split_object", "without_parameters"]
 
 @dataclass(frozen=True)
 class Symbol:
@@ -54,6 +50,7 @@ class SymbolTable(Mapping[str, int]):
         self._prefixes: dict[str, str] = {}      # object name -> its symbols' prefix
         # demangled name (and without parameters) -> its symbol; None: ambiguous
         self._demangled: dict[str, Symbol | None] | None = None
+        self._cxx = False                        # some name is a mangled C++ one
 
     def add(self, name: str, addr: int, size: int) -> None:
         sym = Symbol(name, addr, size)
@@ -62,6 +59,7 @@ class SymbolTable(Mapping[str, int]):
         self._sorted.insert(i, sym)
         self._addrs.insert(i, addr)
         self._demangled = None
+        self._cxx = self._cxx or name.startswith("_Z")
 
     def add_many(self, symbols: Iterable[tuple[str, int, int]]) -> None:
         """Add ``(name, addr, size)`` triples: one sort, not one insertion each.
@@ -75,6 +73,7 @@ class SymbolTable(Mapping[str, int]):
         self._sorted = sorted(self._sorted + new, key=lambda sym: sym.addr)
         self._addrs = [sym.addr for sym in self._sorted]
         self._demangled = None
+        self._cxx = self._cxx or any("_Z" in sym.name for sym in new)
 
     def add_object_names(self, names: Iterable[str], prefix: str) -> None:
         """Let ``NAME:SYMBOL`` mean ``prefix + SYMBOL`` for each of ``names`` (an
@@ -114,7 +113,7 @@ class SymbolTable(Mapping[str, int]):
             sym = self._by_name.get(name)
             if sym is not None:
                 return sym
-        if not _CXX_CHARS.intersection(rest):
+        if not self._cxx:
             return None
         return self._demangled_index().get(name)
 
@@ -146,7 +145,7 @@ class SymbolTable(Mapping[str, int]):
                 full = sym.demangled
                 if full == sym.name:
                     continue
-                for key in {full, _without_parameters(full)}:
+                for key in {full, without_parameters(full)}:
                     other = index.get(key, sym)
                     index[key] = sym if other is not None and other.addr == sym.addr else None
             self._demangled = index
@@ -167,7 +166,7 @@ def split_object(name: str) -> tuple[str | None, str]:
         return (name[:i], name[i + 1:]) if i else (None, name)
 
 
-def _without_parameters(name: str) -> str:
+def without_parameters(name: str) -> str:
     """``ns::f(int) const`` -> ``ns::f``: the name up to its outermost parameter list."""
     depth = 0
     for i in range(len(name) - 1, -1, -1):

@@ -252,15 +252,16 @@ def parse_shebang(head: bytes) -> tuple[bytes, bytes | None] | None:
     """``load_script``'s reading of a file's first :data:`BINPRM_BUF_SIZE` bytes:
     ``(interpreter, optional argument)``, or None when they do not start with ``#!``.
 
-    The line ends at a newline (or at the end of the buffer when the interpreter
-    name is followed by a blank or NUL within it); blanks around it go; the
+    The buffer is zero-filled past the file's end. The line ends at a newline
+    (or at the end of the buffer when the interpreter name is followed by a
+    blank or NUL within it); blanks around it go; the
     interpreter ends at the first blank or NUL, the argument is the rest after
     the blanks that follow (inner blanks kept), up to a NUL.
 
     Raises:
         ValueError: ``ENOEXEC``: no interpreter, or an interpreter name the buffer cuts.
     """
-    buf = head[:BINPRM_BUF_SIZE]
+    buf = head[:BINPRM_BUF_SIZE].ljust(BINPRM_BUF_SIZE, b"\0")    # bprm->buf is zeroed
     if not buf.startswith(b"#!"):
         return None
     end = buf.find(b"\n")

@@ -23,7 +23,7 @@ from typing import IO, Any
 from emu import Machine, MappedObject
 from emu._memory import PROT_X
 from emu._objects import EXE
-from emu._symbols import demangle, split_object
+from emu._symbols import demangle, split_object, without_parameters
 from probes import ProbeError
 from probes.events import Event, EventHandle, ParseError, attach, attached, format_profile
 
@@ -108,7 +108,8 @@ def match_functions(m: Machine, pattern: str, regex: bool) -> list[str]:
     """The function symbols ``pattern`` names now (a glob, or a regex with ``regex``),
     in address order. ``OBJECT:SYM`` without wildcards is kept as is (it may be pending).
 
-    A glob matches a name or its demangled form (``'ns::*'``). In ``OBJECT:GLOB``
+    A glob matches a name or its demangled form, with or without the parameters
+    (``'ns::*'``, ``thrower``). In ``OBJECT:GLOB``
     ``OBJECT`` is any name of an object (``libc:*alloc``, see ``MappedObject.names``)
     unless it is a glob itself, which then matches the machine's names
     (``'libc*:malloc'`` matches ``libc.so.6:malloc``).
@@ -176,12 +177,20 @@ def _matching(m: Machine, pattern: str, regex: bool, new: MappedObject | None = 
         else:
             text = name
         sym = m.symbols.get_symbol(name)
-        if sym is None or not sym.size or not (rx.fullmatch(text) or rx.fullmatch(demangle(text))):
+        if sym is None or not sym.size or not _glob_matches(rx, text):
             continue
         region = m.mem.region_at(sym.addr)
         if region is not None and region.perms & PROT_X:
             found.append((sym.addr, name))
     return [name for _, name in sorted(found)]
+
+
+def _glob_matches(rx: re.Pattern[str], name: str) -> bool:
+    """``name`` matches, or its demangled form, with or without its parameters."""
+    if rx.fullmatch(name):
+        return True
+    pretty = demangle(name)
+    return pretty != name and bool(rx.fullmatch(pretty) or rx.fullmatch(without_parameters(pretty)))
 
 
 def event_name(func: str) -> str:
