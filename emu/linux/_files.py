@@ -73,11 +73,24 @@ class OpenFile:
         pass
 
 
+def _terminal_fd(stream: Any) -> int | None:
+    """The host descriptor of ``stream`` when it is a terminal, else None (a
+    ``BytesIO``, a file, a pipe, pytest's capture, a closed stream)."""
+    if isinstance(stream, HostStream):
+        stream = getattr(sys, stream.name, None)
+    try:
+        fd = stream.fileno()
+        return fd if isinstance(fd, int) and os.isatty(fd) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 class InputFile(OpenFile):
     """The guest's standard input: a fixed byte string then end of file, or a host
     binary stream, read when the guest reads and no more than it asks (one
     ``read1``, or one ``read`` of a raw stream: what is there, waiting only
-    while nothing is)."""
+    while nothing is). It is a pipe to the guest, or a terminal when the host
+    stream is one (``fstat``: ``S_IFCHR``; ``TCGETS`` succeeds)."""
 
     path = "pipe:[stdin]"
 
@@ -106,9 +119,22 @@ class InputFile(OpenFile):
             raise KernelError(errno.EAGAIN)
         return data.encode() if isinstance(data, str) else bytes(data)
 
+    def terminal(self) -> int | None:
+        """The host terminal's descriptor, or None: not a terminal."""
+        return None if self._stream is None else _terminal_fd(self._stream)
+
+    def available(self) -> int:
+        """Bytes a read returns without waiting (``FIONREAD``): known for fixed bytes."""
+        return len(self._data) - self._pos if self._stream is None else 0
+
+    def host_stat(self) -> os.stat_result | None:
+        fd = self.terminal()
+        return None if fd is None else host_call(os.fstat, fd)
+
 
 class OutputFile(OpenFile):
-    """The guest's standard output or error: whatever stream ``get()`` returns now."""
+    """The guest's standard output or error: whatever stream ``get()`` returns now.
+    A pipe to the guest, or a terminal while that stream is the host's terminal."""
 
     writable = True
 
@@ -129,6 +155,14 @@ class OutputFile(OpenFile):
         except ValueError:                          # the stream was closed
             raise KernelError(errno.EBADF) from None
         return len(data)
+
+    def terminal(self) -> int | None:
+        """The host terminal's descriptor, or None: not a terminal."""
+        return _terminal_fd(self._get())
+
+    def host_stat(self) -> os.stat_result | None:
+        fd = self.terminal()
+        return None if fd is None else host_call(os.fstat, fd)
 
 
 class HostFile(OpenFile):

@@ -13,18 +13,16 @@ what is there, as a pipe's ``read`` does.
 from __future__ import annotations
 
 import errno
-import struct
 from collections.abc import Sequence
 
 from .._memory import PROT_R, PROT_W
 from ._files import OpenFile
+from ._ioctl import ioctl
 from ._kernel import Kernel
 from ._mm import TASK_SIZE
 from ._registry import KernelError, s32, syscall
 from ._structs import IOVEC, fifo_stat, fifo_statx, pack_stat, pack_statx
 
-# ioctl requests (include/uapi/asm-generic/ioctls.h)
-FIONREAD = 0x541B
 # fcntl commands (include/uapi/asm-generic/fcntl.h)
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -213,7 +211,9 @@ def sys_lseek(k: Kernel, fd: int, offset: int, whence: int) -> int:
 
 
 def stat_of(k: Kernel, f: OpenFile, statx: bool = False) -> bytes:
-    """``struct stat`` (or ``struct statx``) of an open file."""
+    """``struct stat`` (or ``struct statx``) of an open file: its host file's, what
+    the file says it is (a standard stream on the host's terminal: that
+    character device; an eventfd: its anonymous inode), else a pipe's."""
     st = f.host_stat()
     if st is None:
         return fifo_statx(k.uid, k.gid) if statx else fifo_stat(k.uid, k.gid)
@@ -240,13 +240,11 @@ def sys_close(k: Kernel, fd: int) -> int:
 
 @syscall("ioctl")
 def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
-    """No descriptor is a terminal: TCGETS, TIOCGWINSZ and the rest fail with
-    ENOTTY, so the C library buffers every stream as a pipe or file."""
-    k.files[s32(fd)]
-    if request & 0xFFFF_FFFF == FIONREAD:
-        k.write(arg, struct.pack("<i", 0))
-        return 0
-    raise KernelError(errno.ENOTTY)
+    """Only a standard stream on the host's terminal is a terminal (:mod:`._ioctl`):
+    elsewhere TCGETS and the rest fail with ENOTTY, so ``isatty`` is false and
+    the C library buffers the stream as a pipe or file."""
+    fd = s32(fd)
+    return ioctl(k, fd, k.files[fd], request & 0xFFFF_FFFF, arg)
 
 
 @syscall("fcntl")
