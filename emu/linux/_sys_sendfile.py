@@ -16,7 +16,7 @@ Rules from ``fs/read_write.c``:
 - ``copy_file_range`` (``SYSCALL_DEFINE6(copy_file_range)``,
   ``generic_file_rw_checks``, ``generic_copy_file_checks``): ``flags`` must be
   0; both files must be regular (a directory is ``EISDIR``, anything else
-  ``EINVAL``); the output must be writable (``EBADF``); the copy stops at the
+  ``EINVAL``); the output must be writable and not ``O_APPEND`` (``EBADF``); the copy stops at the
   input's end; overlapping ranges of one file are ``EINVAL``. Each offset
   pointer, or else each file's position, is moved on by what was copied.
 
@@ -41,7 +41,7 @@ from ._wait import block_on
 MAX_RW_COUNT = 0x7FFF_F000          # INT_MAX & PAGE_MASK (include/linux/fs.h)
 COPY_CHUNK = 1 << 20                # host bytes per step of a copy
 SEEK_SET, SEEK_CUR = 0, 1
-O_NONBLOCK = 0o4000
+O_APPEND, O_NONBLOCK = 0o2000, 0o4000
 _LOFF = struct.Struct("<q")
 _LOFF_MAX = (1 << 63) - 1
 
