@@ -1,34 +1,118 @@
-"""Which host files a guest may open: deny by default.
+"""The guest's file view: a mount table of host trees and emulated file systems,
+and the path walk over it. Deny by default.
 
-Rules (issue #4):
-- read-only, always: the executable, its interpreter, ``/etc/ld.so.cache``, the
-  system library directories (``/lib``, ``/lib64``, ``/usr/lib``, ``/usr/lib64``,
-  ``/usr/local/lib``) and the harmless devices ``/dev/null``, ``/dev/zero``,
-  ``/dev/urandom`` (``/dev/null`` also for writing);
-- the directory mapped with ``fs_root`` (read-only unless ``fs_writable``); it is
-  the guest's working directory, so relative paths land inside it (without one,
-  the host's working directory is the guest's, readable by nothing);
-- nothing else. A path is judged by its host real path (every ``..`` and symlink
-  resolved), so neither can lead out of an allowed tree.
-A denied access raises ``EACCES`` (the caller reports it once per path).
+Two views:
+- ``FsPolicy(root, writable, files)`` (``--fs none``, issue #4): read-only, the
+  system library directories (``/lib``, ``/lib64``, ``/usr/lib``,
+  ``/usr/lib64``, ``/usr/local/lib``), ``/etc/ld.so.cache`` and the ``files``
+  (the executable); the directory ``root`` (read-only unless ``writable``),
+  which is the guest's working directory. Without one, the host's working
+  directory is the guest's, readable by nothing.
+- ``FsPolicy.system(cwd, writable=...)`` (``--fs system``, issue #11): read-only
+  ``/usr``, ``/lib``, ``/lib64``, ``/bin``, ``/sbin`` and ``/etc`` less its
+  secrets (:func:`._hostfs.is_secret`), the working directory (read-only
+  unless ``writable``), an in-memory ``/tmp`` and ``/dev/shm`` (:mod:`._memfs`)
+  shared by every process of the run and gone with it.
+Both: ``/proc`` (:mod:`._procfs`) and ``/dev`` (:mod:`._devfs`) are emulated,
+never the host's; ``mounts`` (``--mount HOST[:GUEST][:ro|rw]``) map host trees.
+Host trees sit at their real path (the guest's path is the host's) unless a
+mount says otherwise; a host symlink to a directory of the view (``/bin`` ->
+``usr/bin``) stays a symlink.
 
-Code is stricter (:meth:`FsPolicy.allows_code`): the loader takes a ``PT_INTERP``
-interpreter only from the system library directories or under ``fs_root``.
+The walk is ``fs/namei.c``'s ``link_path_walk``/``walk_component`` in the
+guest's namespace: one component at a time, ``..`` by the canonical guest path
+(never above ``/``), a symlink's text resolved from its directory (absolute
+ones from the guest's ``/``), at most 40 of them (``MAXSYMLINKS``: ``ELOOP``),
+a name longer than 255 bytes is ``ENAMETOOLONG``, a trailing ``/`` asks for a
+directory. Host trees are looked up with ``lstat`` and their symlinks come back
+to this walk (:mod:`._hostfs`), so neither a symlink nor ``..`` leads out of the
+view, and a mount is judged by its real path. Directories on the way to a mount
+point (``/work`` above ``/work/main``) show only what leads to it.
+
+Outside the view: a path the host has is ``EACCES`` and a denial
+(:class:`._vnode.Denied`, reported by the syscall layer); one the host lacks is
+``ENOENT``, no denial. A write into a read-only part is a denial too.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
+from ._devfs import DevMount
+from ._files import OpenFile
+from ._hostfs import HostMount, HostNode, is_secret
+from ._memfs import TMP_LIMIT, MemFs, MemMount, memfd
+from ._procfs import ProcMount
 from ._registry import KernelError
+from ._vnode import (
+    ACC_R,
+    ACC_X,
+    DT_DIR,
+    O_ACCMODE,
+    O_RDONLY,
+    Denied,
+    Dirent,
+    DirStream,
+    Node,
+    PathFile,
+    SymlinkNode,
+    check_open_mode,
+    dtype_of,
+    join,
+    make_stat,
+    path_ino,
+)
 
-__all__ = ["FsPolicy", "SYSTEM_LIBRARY_DIRS"]
+if TYPE_CHECKING:
+    from ._kernel import Kernel
+
+__all__ = ["FsPolicy", "Mount", "parse_mount", "SYSTEM_LIBRARY_DIRS", "SYSTEM_DIRS"]
 
 SYSTEM_LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
-_READ_ONLY_FILES = ("/etc/ld.so.cache", "/etc/ld.so.preload", "/dev/zero", "/dev/urandom", "/dev/random")
-_READ_WRITE_FILES = ("/dev/null",)
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin")     # code, in the system view
+_READ_ONLY_FILES = ("/etc/ld.so.cache", "/etc/ld.so.preload")
+MAXSYMLINKS, NAME_MAX = 40, 255
+O_CREAT, O_EXCL, O_TRUNC = 0o100, 0o200, 0o1000
+O_DIRECTORY, O_NOFOLLOW, O_PATH, O_TMPFILE = 0o200000, 0o400000, 0o10000000, 0o20200000
+
+
+class _MountPoint(Protocol):
+    def root(self, k: Kernel | None, guest: str) -> Node: ...
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host file or tree at a guest path (``--mount HOST[:GUEST][:ro|rw]``)."""
+
+    host: str
+    guest: str
+    writable: bool = False
+
+
+def parse_mount(text: str) -> Mount:
+    """``HOST[:GUEST][:ro|rw]``: GUEST defaults to HOST, the mode to ``ro``.
+
+    Raises:
+        ValueError: an empty host, a relative guest path, too many fields, a bad mode.
+    """
+    parts = text.split(":")
+    writable = False
+    if len(parts) > 1 and parts[-1] in ("ro", "rw"):
+        writable = parts.pop() == "rw"
+    if len(parts) > 2:
+        raise ValueError(f"mount {text!r}: expected HOST[:GUEST][:ro|rw]")
+    host = parts[0]
+    guest = parts[1] if len(parts) == 2 else host
+    if not host:
+        raise ValueError(f"mount {text!r}: no host path")
+    if len(parts) == 2 and not guest.startswith("/"):
+        raise ValueError(f"mount {text!r}: the guest path {guest!r} is not absolute (or mode not ro/rw)")
+    return Mount(host, guest, writable)
 
 
 def _real(path: str) -> str:
@@ -39,70 +123,425 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-@dataclass
+class _LinkMount:
+    """A symlink in the mount table (``/bin`` -> ``usr/bin``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def root(self, k: Kernel | None, guest: str) -> Node:
+        return SymlinkNode(guest, self.text)
+
+
+class Passage(Node):
+    """A directory on the way to a mount point: it holds only what leads there;
+    any other name in it is outside the view (``Denied``: the walk makes it
+    ``ENOENT`` when the host lacks it)."""
+
+    def __init__(self, guest: str, children: list[Dirent]) -> None:
+        super().__init__(guest)
+        self.children = children
+
+    def mode(self) -> int:
+        return stat.S_IFDIR | 0o555
+
+    def stat(self) -> os.stat_result:
+        try:
+            st = os.stat(self.guest)            # the host's directory of that name, if any
+            if stat.S_ISDIR(st.st_mode):
+                return st
+        except OSError:
+            pass
+        return make_stat(self.mode(), path_ino(self.guest), 0x2B, nlink=2)
+
+    def lookup(self, name: str) -> Node:
+        raise Denied(join(self.guest, name))
+
+    def entries(self) -> list[Dirent]:
+        return []                               # the mount table's entries come as extras
+
+    def access(self, k: Kernel | None, want: int) -> bool:
+        return not want & ~(ACC_R | ACC_X)
+
+    def _deny(self, name: str = "") -> None:
+        raise Denied(join(self.guest, name) if name else self.guest)
+
+    def create(self, k: Kernel, name: str, flags: int, mode: int) -> OpenFile:
+        raise Denied(join(self.guest, name))
+
+    def mkdir(self, k: Kernel, name: str, mode: int) -> None:
+        self._deny(name)
+
+    def symlink(self, k: Kernel, name: str, target: str) -> None:
+        self._deny(name)
+
+    def link(self, k: Kernel, old: Node, name: str) -> None:
+        self._deny(name)
+
+    def unlink(self, name: str, *, rmdir: bool = False) -> None:
+        self._deny(name)
+
+    def rename(self, name: str, newdir: Node, newname: str, flags: int) -> None:
+        self._deny(name)
+
+    def chmod(self, mode: int) -> None:
+        self._deny()
+
+    def utimens(self, atime: int | None, mtime: int | None) -> None:
+        self._deny()
+
+
 class FsPolicy:
-    """The guest's view of the host file system.
+    """The guest's view of files (see the module docstring).
 
     Args:
-        root: the host directory mapped for the guest, or ``None``.
+        root: the host directory mapped as the guest's working directory, or ``None``.
         writable: whether the guest may create and write files under ``root``.
-        files: further single files readable by the guest (executable, interpreter).
+        files: further single files readable by the guest (executable, scripts).
+        mounts: host trees mapped into the view.
+    Raises:
+        NotADirectoryError: ``root`` is not a directory.
+        FileNotFoundError: a mount's host path does not exist.
     """
 
-    root: str | None = None
-    writable: bool = False
-    files: tuple[str, ...] = ()
-    _ro_dirs: list[str] = field(default_factory=list, init=False, repr=False)
-    _ro_files: set[str] = field(default_factory=set, init=False, repr=False)
-    _rw_files: set[str] = field(default_factory=set, init=False, repr=False)
+    def __init__(self, root: str | None = None, writable: bool = False, files: Sequence[str] = (),
+                 *, mounts: Sequence[Mount] = ()) -> None:
+        if root is not None and not os.path.isdir(root):
+            raise NotADirectoryError(f"fs_root {root!r} is not a directory")
+        self._configure(root, writable, files, mounts, system=False, tmp_size=TMP_LIMIT)
 
-    def __post_init__(self) -> None:
-        if self.root is not None:
-            if not os.path.isdir(self.root):
-                raise NotADirectoryError(f"fs_root {self.root!r} is not a directory")
-            self.root = _real(self.root)
-        self._ro_dirs = sorted({_real(d) for d in SYSTEM_LIBRARY_DIRS if os.path.isdir(d)})
-        self._ro_files = {_real(f) for f in (*_READ_ONLY_FILES, *self.files)}
-        self._rw_files = {_real(f) for f in _READ_WRITE_FILES}
-
-    @property
-    def cwd(self) -> str:
-        """The guest's working directory: the mapped root, else the host's (which
-        the guest can then name but not read)."""
-        return self.root or os.getcwd()
-
-    def resolve(self, path: str, base: str, *, write: bool = False, follow: bool = True) -> str:
-        """The host real path of guest ``path`` (relative to ``base``), if allowed.
-
-        With ``follow=False`` the last component is kept as it is (``lstat``,
-        ``readlink``, ``unlink`` act on a symlink, not on its target).
+    @classmethod
+    def system(cls, cwd: str | None = None, *, writable: bool = False, mounts: Sequence[Mount] = (),
+               files: Sequence[str] = (), tmp_size: int = TMP_LIMIT) -> FsPolicy:
+        """The practical view (``--fs system``): the system directories and ``/etc``
+        read-only, ``cwd`` (default: the host's) read-only unless ``writable``,
+        ``/tmp`` and ``/dev/shm`` in memory (``tmp_size`` bytes at most).
 
         Raises:
-            KernelError: ``EACCES`` when the policy denies it, ``ENOENT`` for "".
+            NotADirectoryError: ``cwd`` is not a directory.
+            FileNotFoundError: a mount's host path does not exist.
         """
-        if not path:
-            raise KernelError(errno.ENOENT)
-        full = os.path.join(base, path)
-        head, tail = os.path.split(full)
-        if follow or tail in ("", ".", ".."):
-            real = _real(full)
-        else:
-            real = os.path.join(_real(head), tail)
-        if self.allows(real, write=write):
-            return real
-        raise KernelError(errno.EACCES)
+        cwd = os.getcwd() if cwd is None else cwd
+        if not os.path.isdir(cwd):
+            raise NotADirectoryError(f"working directory {cwd!r} is not a directory")
+        self = cls.__new__(cls)
+        self._configure(cwd, writable, files, mounts, system=True, tmp_size=tmp_size)
+        return self
+
+    def _configure(self, root: str | None, writable: bool, files: Sequence[str],
+                   mounts: Sequence[Mount], *, system: bool, tmp_size: int) -> None:
+        self.root = _real(root) if root is not None else None
+        self.writable = writable
+        self.files = tuple(files)
+        self.mounts = tuple(mounts)
+        self.is_system = system
+        self.memfs = MemFs(tmp_size)
+        self._anon = MemMount(self.memfs)               # memfd_create's files
+        self._table: dict[str, _MountPoint] = {}
+        self._code: list[str] = []                      # host roots code may come from
+        links: list[tuple[str, str, str]] = []
+        for d in (*SYSTEM_DIRS, "/etc") if system else SYSTEM_LIBRARY_DIRS:
+            if os.path.islink(d):
+                links.append((d, os.readlink(d), _real(d)))
+            elif os.path.isdir(d):
+                self._host(d, _real(d), False, code=d != "/etc")
+        if self.root is not None:
+            self._host(self.root, self.root, writable, code=True)
+        self._table["/proc"] = ProcMount(self.mount_list)
+        self._table["/dev"] = DevMount()
+        if system:
+            self._table["/tmp"] = MemMount(self.memfs)
+            self._table["/dev/shm"] = MemMount(self.memfs)
+        for m in mounts:
+            if not os.path.lexists(m.host):
+                raise FileNotFoundError(f"mount {m.host!r}: no such file or directory")
+            guest = os.path.normpath(os.path.abspath(m.guest))
+            self._host(guest, _real(m.host), m.writable, code=True, user=True)
+        for d, text, real in links:                     # a link to what the view shows stays one
+            if self._identity(real):
+                self._table.setdefault(d, _LinkMount(text))
+            elif os.path.isdir(real):
+                self._host(d, real, False, code=True)
+        for f in (*_READ_ONLY_FILES, *files):
+            real = _real(f)
+            if os.path.isfile(real) and not self._identity(real):
+                self._host(real, real, False, code=False)
+        self._children: dict[str, set[str]] = {}
+        for guest in self._table:
+            while guest != "/":
+                parent = os.path.dirname(guest)
+                self._children.setdefault(parent, set()).add(os.path.basename(guest))
+                guest = parent
+
+    def _host(self, guest: str, real: str, writable: bool, *, code: bool, user: bool = False) -> None:
+        self._table[guest] = HostMount(guest, real, writable, None if user else is_secret)
+        if code and os.path.isdir(real):
+            self._code.append(real)
+
+    def _identity(self, real: str) -> bool:
+        """``real`` is in the view at its own path (through a host mount)."""
+        guest = max((g for g in self._table if _within(real, g)), key=len, default=None)
+        mp = self._table.get(guest) if guest is not None else None
+        return isinstance(mp, HostMount) and _within(real, mp.host) and mp.host == guest
+
+    # --- the issue #4 interface: host real paths ----------------------------------------
+    @property
+    def cwd(self) -> str:
+        """The guest's working directory at start (a guest path)."""
+        return self.root or os.getcwd()
 
     def allows_code(self, real: str) -> bool:
         """Whether host real path ``real`` may hold an interpreter or a library: the
-        system library directories and ``fs_root`` only (not the single files)."""
-        return (self.root is not None and _within(real, self.root)) or any(
-            _within(real, d) for d in self._ro_dirs)
+        system (library) directories, the working directory and the mounts; not
+        single files, not ``/etc``."""
+        return any(_within(real, d) for d in self._code)
 
     def allows(self, real: str, *, write: bool) -> bool:
-        if real in self._rw_files:
-            return True
-        if self.root is not None and _within(real, self.root):
-            return self.writable or not write
+        """Whether the view shows host real path ``real`` (for writing: writably)."""
+        for mp in self._table.values():
+            if isinstance(mp, HostMount) and mp.covers(real) and not (mp.hide and mp.hide(real)):
+                if mp.writable or not write:
+                    return True
+        return False
+
+    def resolve(self, path: str, base: str, *, write: bool = False, follow: bool = True,
+                k: Kernel | None = None) -> str:
+        """The host real path of guest ``path`` (relative to guest directory
+        ``base``), if it is a host file of the view (``execve``, the loader). With
+        ``write``, a file that does not exist yet may be named in a writable
+        directory. With ``follow=False`` a final symlink is itself the answer.
+
+        Raises:
+            KernelError: ``ENOENT`` (also for ""), ``EACCES`` (a :class:`Denied`
+                when the view refuses it; plain for ``/proc``, ``/dev``, ``/tmp``).
+        """
+        try:
+            node = self.lookup(k, path, base, follow=follow)
+        except KernelError as exc:
+            if exc.errno != errno.ENOENT or not write:
+                raise
+            parent, name, _slash = self.lookup_parent(k, path, base)
+            if not isinstance(parent, HostNode) or name in (".", ".."):
+                raise
+            parent._write_check(name)
+            return join(parent.host, name)
+        if not isinstance(node, HostNode):
+            raise KernelError(errno.EACCES)
         if write:
-            return False
-        return real in self._ro_files or any(_within(real, d) for d in self._ro_dirs)
+            node._write_check()
+        return node.host
+
+    # --- the walk -----------------------------------------------------------------------
+    def root_node(self, k: Kernel | None) -> Node:
+        mp = self._table.get("/")
+        return mp.root(k, "/") if mp is not None else Passage("/", [])
+
+    def child(self, k: Kernel | None, node: Node, name: str) -> Node:
+        """``name`` in directory ``node``: a mount point, the directory's own, or a
+        directory on the way to a mount point."""
+        guest = join(node.guest, name)
+        mp = self._table.get(guest)
+        if mp is not None:
+            return mp.root(k, guest)
+        try:
+            return node.lookup(name)
+        except KernelError:
+            if guest in self._children:
+                return Passage(guest, [])
+            raise
+
+    def is_mount_point(self, guest: str) -> bool:
+        """``guest`` is a mount point or a directory on the way to one."""
+        return guest in self._table or guest in self._children
+
+    def extras(self, k: Kernel | None, guest: str) -> list[Dirent]:
+        """The mount points and passages right under directory ``guest``."""
+        out = []
+        for name in sorted(self._children.get(guest, ())):
+            path = join(guest, name)
+            mp = self._table.get(path)
+            dtype = DT_DIR
+            if mp is not None:
+                try:
+                    dtype = dtype_of(mp.root(k, path).mode())
+                except KernelError:
+                    continue
+            out.append(Dirent(name, path_ino(path), dtype))
+        return out
+
+    def lookup(self, k: Kernel | None, path: str, base: str | Node | None = None, *,
+               follow: bool = True) -> Node:
+        """The node guest ``path`` names, from ``base`` (a node, a guest directory,
+        or the process's working directory)."""
+        return _Walk(self, k).walk(path, base, follow)
+
+    def lookup_parent(self, k: Kernel | None, path: str,
+                      base: str | Node | None = None) -> tuple[Node, str, bool]:
+        """The directory holding the last component, that component (``"."`` for
+        ``/``), and whether ``path`` ended with ``/``."""
+        return _Walk(self, k).parent(path, base)
+
+    # --- open ---------------------------------------------------------------------------
+    def open(self, k: Kernel, path: str, base: Node | None, flags: int, mode: int) -> OpenFile:
+        """``do_filp_open``: the open file for ``openat(base, path, flags, mode)``."""
+        if flags & O_TMPFILE == O_TMPFILE:
+            raise KernelError(errno.EOPNOTSUPP)        # the C library then names a file itself
+        walk = _Walk(self, k)
+        follow = not flags & O_NOFOLLOW
+        if flags & O_PATH:
+            return PathFile(walk.walk(path, base, follow))
+        if flags & O_CREAT:
+            got = walk.create(path, base, flags, mode)
+            if isinstance(got, OpenFile):
+                return got
+            node = got
+        else:
+            node = walk.walk(path, base, follow)
+        if node.is_link():
+            raise KernelError(errno.ELOOP)
+        if flags & O_DIRECTORY and not node.is_dir():
+            raise KernelError(errno.ENOTDIR)
+        if node.is_dir():
+            if flags & O_ACCMODE != O_RDONLY or flags & (O_CREAT | O_TRUNC):
+                raise KernelError(errno.EISDIR)
+            if not node.access(k, ACC_R):
+                raise KernelError(errno.EACCES)
+            return self.dir_stream(k, node)
+        if not isinstance(node, HostNode):
+            check_open_mode(node, k, flags)
+        return node.open(k, flags)
+
+    def dir_stream(self, k: Kernel | None, node: Node) -> DirStream:
+        def parent_ino() -> int:
+            try:
+                return self.lookup(k, os.path.dirname(node.guest) or "/", "/").stat().st_ino
+            except KernelError:
+                return 1
+        return DirStream(node, self.extras(k, node.guest), parent_ino)
+
+    def memfd(self, k: Kernel, name: str) -> OpenFile:
+        return memfd(self._anon, k, name)
+
+    def memfs_used(self) -> int:
+        return self.memfs.used
+
+    def mount_list(self) -> list[tuple[str, str, str, str]]:
+        """``/proc/mounts``: (guest path, source, type, options), directories only."""
+        out = [("/", "rootfs", "rootfs", "ro")]
+        for guest in sorted(self._table):
+            mp = self._table[guest]
+            describe = getattr(mp, "describe", None)
+            if describe is None or (isinstance(mp, HostMount) and not os.path.isdir(mp.host)):
+                continue
+            out.append((guest, *describe()))
+        return out
+
+
+class _Walk:
+    """One path walk (``struct nameidata``): the symlink count is per walk."""
+
+    def __init__(self, policy: FsPolicy, k: Kernel | None) -> None:
+        self.p = policy
+        self.k = k
+        self.links = 0
+
+    def start(self, path: str, base: str | Node | None) -> Node:
+        if path.startswith("/"):
+            return self.p.root_node(self.k)
+        if isinstance(base, Node):
+            return base
+        if base is None:
+            base = self.k.cwd if self.k is not None else self.p.cwd
+        return self.walk(base, None, True) if base != "/" else self.p.root_node(self.k)
+
+    def walk(self, path: str, base: str | Node | None, follow: bool) -> Node:
+        if not path:
+            raise KernelError(errno.ENOENT)
+        comps = [c for c in path.split("/") if c]
+        node = self.start(path, base)
+        must_dir = path.endswith("/") and bool(comps)
+        for i, name in enumerate(comps):
+            last = i == len(comps) - 1
+            node = self._component(node, name, comps[i + 1:], (not last) or follow or must_dir)
+        if must_dir and not node.is_dir():
+            raise KernelError(errno.ENOTDIR)
+        return node
+
+    def parent(self, path: str, base: str | Node | None) -> tuple[Node, str, bool]:
+        if not path:
+            raise KernelError(errno.ENOENT)
+        comps = [c for c in path.split("/") if c]
+        node = self.start(path, base)
+        if not comps:
+            return node, ".", True
+        for i, name in enumerate(comps[:-1]):
+            node = self._component(node, name, comps[i + 1:-1], True)
+        if not node.is_dir():
+            raise KernelError(errno.ENOTDIR)
+        if len(comps[-1]) > NAME_MAX:
+            raise KernelError(errno.ENAMETOOLONG)
+        return node, comps[-1], path.endswith("/")
+
+    def _component(self, node: Node, name: str, rest: list[str], follow: bool) -> Node:
+        """One step, outside-the-view refusals made ``ENOENT`` where the host
+        lacks the rest of the path."""
+        try:
+            return self._step(node, name, follow)
+        except Denied as exc:
+            tail = "/".join(rest)
+            host = join(exc.host, tail) if tail else exc.host
+            if not os.path.lexists(host):
+                raise KernelError(errno.ENOENT) from None
+            raise Denied(join(exc.guest, tail) if tail else exc.guest, host) from None
+
+    def _step(self, node: Node, name: str, follow: bool) -> Node:
+        if len(name) > NAME_MAX:
+            raise KernelError(errno.ENAMETOOLONG)
+        if not node.is_dir():
+            raise KernelError(errno.ENOTDIR)
+        if not node.access(self.k, ACC_X):
+            raise KernelError(errno.EACCES)
+        if name == ".":
+            return node
+        if name == "..":
+            parent = os.path.dirname(node.guest) if node.guest.startswith("/") else "/"
+            return self.walk(parent, None, True) if parent != "/" else self.p.root_node(self.k)
+        child = self.p.child(self.k, node, name)
+        while follow and child.is_link():
+            child = self.follow(child, node)
+        return child
+
+    def follow(self, link: Node, directory: Node) -> Node:
+        self.links += 1
+        if self.links > MAXSYMLINKS:
+            raise KernelError(errno.ELOOP)
+        target = link.follow()
+        if isinstance(target, Node):
+            return target
+        return self.walk(target, directory, True)
+
+    def create(self, path: str, base: str | Node | None, flags: int, mode: int) -> Node | OpenFile:
+        """``open_last_lookups`` with ``O_CREAT``: the existing file (through a
+        dangling symlink too), or a new one ``EEXIST`` with ``O_EXCL``."""
+        while True:
+            parent, name, slash = self.parent(path, base)
+            if slash or name in (".", ".."):
+                raise KernelError(errno.EISDIR)
+            try:
+                child = self.p.child(self.k, parent, name)
+            except KernelError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                assert self.k is not None
+                return parent.create(self.k, name, flags, mode)
+            if flags & O_EXCL:
+                raise KernelError(errno.EEXIST)
+            if not child.is_link() or flags & O_NOFOLLOW:
+                return child
+            self.links += 1
+            if self.links > MAXSYMLINKS:
+                raise KernelError(errno.ELOOP)
+            target = child.follow()
+            if isinstance(target, Node):
+                return target
+            path, base = target, parent
