@@ -101,6 +101,11 @@ class DeviceFile(ViewFile):
         self.name = node.name
         self._k = k
 
+    @property
+    def mmap_zero(self) -> bool:
+        """``mmap_zero``: a mapping of ``/dev/zero`` is anonymous memory."""
+        return self.name == "zero"
+
     def read(self, n: int) -> bytes:
         name = self.name
         if name == "null":

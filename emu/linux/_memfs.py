@@ -340,6 +340,7 @@ class MemFile(ViewFile):
     """An open in-memory regular file."""
 
     node: MemNode
+    mmappable = True                        # mmap copies it (vnode.mmap_source)
 
     def __init__(self, node: MemNode, flags: int) -> None:
         self.node = node

@@ -254,11 +254,9 @@ class FdDir(Node):
         return make_stat(self.mode(), path_ino(self.guest), _PROC_DEV, nlink=2, uid=self.k.uid,
                          gid=self.k.gid)
 
-    def _fds(self) -> list[int]:
-        return [fd for fd in range(MAX_FDS) if fd in self.k.files]
-
     def entries(self) -> list[Dirent]:
-        return [Dirent(str(fd), path_ino(join(self.guest, str(fd))), DT_LNK) for fd in self._fds()]
+        return [Dirent(str(fd), path_ino(join(self.guest, str(fd))), DT_LNK)
+                for fd, _f in self.k.files.items()]
 
     def lookup(self, name: str) -> Node:
         if not name.isdigit() or str(int(name)) != name or int(name) not in self.k.files:

@@ -91,6 +91,7 @@ def sys_mkdir(k: Kernel, pathname: int, mode: int) -> int:
 def sys_mknodat(k: Kernel, dirfd: int, pathname: int, mode: int, dev: int) -> int:
     """Regular files only: devices need ``CAP_MKNOD``; fifos and sockets on a
     path are not emulated (``EPERM``)."""
+    mode &= 0xFFFF                          # umode_t
     kind = stat.S_IFMT(mode) or stat.S_IFREG
     if kind not in (stat.S_IFREG, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
         raise KernelError(errno.EINVAL)
@@ -127,6 +128,7 @@ def sys_symlink(k: Kernel, target: int, linkpath: int) -> int:
 
 @path_syscall("linkat")
 def sys_linkat(k: Kernel, olddirfd: int, oldpath: int, newdirfd: int, newpath: int, flags: int) -> int:
+    flags = s32(flags)
     if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
         raise KernelError(errno.EINVAL)
     old = at_node(k, olddirfd, oldpath, flags, follow=bool(flags & AT_SYMLINK_FOLLOW))
@@ -149,6 +151,7 @@ def sys_link(k: Kernel, oldpath: int, newpath: int) -> int:
 # --- removing and renaming --------------------------------------------------------------
 @path_syscall("unlinkat")
 def sys_unlinkat(k: Kernel, dirfd: int, pathname: int, flags: int) -> int:
+    flags = s32(flags)
     if flags & ~AT_REMOVEDIR:
         raise KernelError(errno.EINVAL)
     rmdir = bool(flags & AT_REMOVEDIR)
@@ -235,6 +238,7 @@ def sys_fchmod(k: Kernel, fd: int, mode: int) -> int:
 @path_syscall("fchownat")
 def sys_fchownat(k: Kernel, dirfd: int, pathname: int, owner: int, group: int, flags: int) -> int:
     """Nothing changes (see the module docstring); the file must exist."""
+    flags = s32(flags)
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         raise KernelError(errno.EINVAL)
     at_node(k, dirfd, pathname, flags)
@@ -273,8 +277,13 @@ def _times(k: Kernel, times: int) -> tuple[int | None, int | None]:
         elif not 0 <= nsec < 10**9:
             raise KernelError(errno.EINVAL)
         else:
-            out.append(sec * 10**9 + nsec)
+            out.append(_clamp(sec * 10**9 + nsec))
     return out[0], out[1]
+
+
+def _clamp(ns: int) -> int:
+    """``timestamp_truncate``: a time the file system cannot hold is its limit."""
+    return max(-(1 << 63), min(ns, (1 << 63) - 1))
 
 
 def _utimens(k: Kernel, node: Node, atime: int | None, mtime: int | None) -> int:
@@ -287,6 +296,7 @@ def _utimens(k: Kernel, node: Node, atime: int | None, mtime: int | None) -> int
 @path_syscall("utimensat")
 def sys_utimensat(k: Kernel, dirfd: int, pathname: int, times: int, flags: int) -> int:
     """A NULL ``pathname`` is ``futimens`` on ``dirfd`` (``do_utimes_fd``)."""
+    flags = s32(flags)
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         raise KernelError(errno.EINVAL)
     atime, mtime = _times(k, times)
@@ -306,7 +316,7 @@ def sys_futimesat(k: Kernel, dirfd: int, pathname: int, tv: int) -> int:
         (asec, ausec), (msec, musec) = TIMEVAL.unpack_from(raw, 0), TIMEVAL.unpack_from(raw, TIMEVAL.size)
         if not (0 <= ausec < 10**6 and 0 <= musec < 10**6):
             raise KernelError(errno.EINVAL)
-        atime, mtime = asec * 10**9 + ausec * 1000, msec * 10**9 + musec * 1000
+        atime, mtime = _clamp(asec * 10**9 + ausec * 1000), _clamp(msec * 10**9 + musec * 1000)
     return _utimens(k, at_node(k, dirfd, pathname, 0), atime, mtime)
 
 
@@ -320,7 +330,7 @@ def sys_utime(k: Kernel, pathname: int, buf: int) -> int:
     atime = mtime = time.time_ns()
     if buf:
         asec, msec = _UTIMBUF.unpack(k.read(buf, _UTIMBUF.size))
-        atime, mtime = asec * 10**9, msec * 10**9
+        atime, mtime = _clamp(asec * 10**9), _clamp(msec * 10**9)
     return _utimens(k, at_node(k, AT_FDCWD, pathname, 0), atime, mtime)
 
 
@@ -378,10 +388,11 @@ def sys_memfd_create(k: Kernel, name: int, flags: int) -> int:
     text = k.read_str(name, MFD_NAME_MAX + 2)
     if len(text.encode("utf-8", "surrogateescape")) > MFD_NAME_MAX:
         raise KernelError(errno.EINVAL)
+    flags &= 0xFFFF_FFFF
     if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL | MFD_EXEC) or \
             flags & MFD_EXEC and flags & MFD_NOEXEC_SEAL:
         raise KernelError(errno.EINVAL)
-    return k.files.install(k.fs.memfd(k, text))
+    return k.files.install(k.fs.memfd(k, text), cloexec=bool(flags & MFD_CLOEXEC))
 
 
 @syscall("fsync", "fdatasync", "syncfs")

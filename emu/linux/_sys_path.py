@@ -38,7 +38,7 @@ from ._vnode import ACC_R, ACC_W, ACC_X, Denied, Dirent, DirStream, Node, dtype_
 
 __all__ = ["resolve", "AT_FDCWD", "AT_EMPTY_PATH"]
 
-O_CREAT, O_WRONLY, O_TRUNC = 0o100, 1, 0o1000
+O_CREAT, O_WRONLY, O_TRUNC, O_CLOEXEC = 0o100, 1, 0o1000, 0o2000000
 _DIRENT64 = struct.Struct("<QqHB")          # d_ino d_off d_reclen d_type, then d_name
 
 
@@ -63,8 +63,8 @@ def resolve(k: Kernel, dirfd: int, path: str, *, write: bool = False, follow: bo
 @path_syscall("openat")
 def sys_openat(k: Kernel, dirfd: int, pathname: int, flags: int, mode: int) -> int:
     path = k.read_str(pathname)
-    f = k.fs.open(k, path, dir_base(k, dirfd, path), s32(flags), mode & 0o7777)
-    return k.files.install(f)
+    f = k.fs.open(k, path, dir_base(k, dirfd, path), flags & 0xFFFF_FFFF, mode & 0o7777)
+    return k.files.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
 @path_syscall("open")
@@ -86,6 +86,7 @@ def _stat_at(k: Kernel, dirfd: int, pathname: int, flags: int, statx: bool) -> b
 
 @path_syscall("newfstatat")
 def sys_newfstatat(k: Kernel, dirfd: int, pathname: int, statbuf: int, flags: int) -> int:
+    flags = s32(flags)
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT):
         raise KernelError(errno.EINVAL)
     k.write(statbuf, _stat_at(k, dirfd, pathname, flags, statx=False))
@@ -95,6 +96,7 @@ def sys_newfstatat(k: Kernel, dirfd: int, pathname: int, statbuf: int, flags: in
 @path_syscall("statx")
 def sys_statx(k: Kernel, dirfd: int, pathname: int, flags: int, mask: int, statxbuf: int) -> int:
     """Every basic field, whatever ``mask`` asks (``STATX_BASIC_STATS``)."""
+    flags, mask = s32(flags), mask & 0xFFFF_FFFF
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE) or \
             flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE or mask & 0x8000_0000:
         raise KernelError(errno.EINVAL)
@@ -117,6 +119,7 @@ def sys_faccessat2(k: Kernel, dirfd: int, pathname: int, mode: int, flags: int) 
     """``do_faccessat``: ``F_OK`` is existence, ``R_OK|W_OK|X_OK`` the permission
     (a read-only part of the view is not writable). The guest's real and
     effective ids are one, so ``AT_EACCESS`` changes nothing."""
+    mode, flags = s32(mode), s32(flags)
     if mode & ~7 or flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         raise KernelError(errno.EINVAL)
     node = at_node(k, dirfd, pathname, flags)

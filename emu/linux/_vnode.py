@@ -24,15 +24,16 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from ._files import OpenFile
+from ._files import HostFile, OpenFile
 from ._registry import KernelError
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
 
-__all__ = ["Node", "Denied", "Dirent", "DirStream", "PathFile", "BytesFile", "SymlinkNode",
-           "make_stat", "path_ino", "join", "DT_DIR", "DT_REG", "DT_LNK", "DT_CHR", "dtype_of",
-           "ACC_R", "ACC_W", "ACC_X", "StatFs"]
+__all__ = ["Node", "Denied", "Dirent", "ViewFile", "DirStream", "PathFile", "BytesFile",
+           "SymlinkNode", "StatFs", "make_stat", "permits", "check_open_mode", "mmap_source",
+           "path_ino", "join", "dtype_of", "DT_DIR", "DT_REG", "DT_LNK", "DT_CHR", "ACC_R", "ACC_W",
+           "ACC_X"]
 
 # include/linux/fs_types.h: FT_* as d_type
 DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
@@ -309,3 +310,14 @@ def check_open_mode(node: Node, k: Kernel, flags: int) -> None:
     want = {O_RDONLY: ACC_R, O_WRONLY: ACC_W, O_RDWR: ACC_R | ACC_W}.get(acc, ACC_R | ACC_W)
     if not node.access(k, want):
         raise KernelError(errno.EACCES)
+
+
+def mmap_source(f: OpenFile) -> OpenFile | None:
+    """``file->f_op->mmap``: the open file a mapping copies from, ``None`` for
+    anonymous memory (``/dev/zero``), ``ENODEV`` for a file that cannot be
+    mapped (a pipe, a directory, ``/proc``, the other devices)."""
+    if getattr(f, "mmap_zero", False):
+        return None
+    if isinstance(f, HostFile) and f.regular or getattr(f, "mmappable", False):
+        return f
+    raise KernelError(errno.ENODEV)
