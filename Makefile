@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(MAKE) -s -C guest
 	$(VENV)/bin/kprobe-emu demo
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.

@@ -105,6 +105,44 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
     return k
 
 
+def exec_image(m: Machine, path: str, argv: Sequence[bytes], envp: Sequence[bytes], policy: FsPolicy,
+               random16: bytes, uid: int, gid: int, shown_path: str) -> tuple[AddressSpace, int]:
+    """``execve``'s half of :func:`load_program`: load ``path`` (a host path the
+    caller resolved through ``policy``) into the fresh machine ``m``, with its
+    stack and registers, for a process that exists already.
+
+    Returns:
+        The address space and the entry point.
+
+    Raises:
+        LoadError: as :func:`load_program`.
+    """
+    exe = read_elf(path)
+    interp = _read_interp(path, exe, policy)
+    try:
+        mm, exe_base, interp_base = _map_program(m, path, exe, interp)
+    except LoadError:
+        raise
+    except (EmuError, KernelError) as exc:
+        reason = str(exc) if isinstance(exc, EmuError) else "no room in the address space"
+        raise LoadError(f"{path}: cannot map the program: {reason}") from None
+    m.objects.add_object(exe, shown_path, exe_base, EXE)
+    if interp is not None:
+        m.objects.add_object(interp, interp.path, interp_base, INTERP)
+    phdr = exe.phdr_vaddr + exe_base if exe.phdr_vaddr is not None else 0
+    for what, value in (("entry point", exe.entry + exe_base), ("PT_PHDR address", phdr)):
+        if not 0 <= value < _USER_TOP:
+            raise LoadError(f"{path}: {what} {value:#x} is outside user space")
+    image = ProcessImage(phdr=phdr, phnum=exe.phnum, entry=exe.entry + exe_base, interp_base=interp_base,
+                         uid=uid, gid=gid)
+    sp = build_stack(m.mem, m.tasks[0].stack.end - _CALL_SCRATCH, list(argv), list(envp),
+                     os.fsencode(shown_path), image, random16)
+    entry = interp.entry + interp_base if interp is not None else image.entry
+    _initial_registers(m, sp, entry)
+    m.tasks[0].context = m._uc.context_save()
+    return mm, entry
+
+
 def _map_program(m: Machine, path: str, exe: ElfFile,
                  interp: ElfFile | None) -> tuple[AddressSpace, int, int]:
     """Map the stack, the executable and its interpreter; the address space and both biases."""

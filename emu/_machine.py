@@ -137,6 +137,12 @@ class Machine(TaskingMixin, StopsMixin):
         # (a probe's out-of-line slot) to the instruction it copies, or None. A
         # fault is reported at the original (the kernel's kprobe_fault_handler).
         self.rip_fixups: list[Callable[[int], int | None]] = []
+        # Processes (emu.linux): called with (parent's machine, child's machine) when
+        # a fork copies an address space, and (old machine, new machine) when a
+        # process execs a program; one list for every machine of a run, so that a
+        # client (probes) follows every process, as uprobes do.
+        self.on_fork: list[Callable[[Machine, Machine], None]] = []
+        self.on_exec: list[Callable[[Machine, Machine], None]] = []
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
         # Where the tids of new tasks come from: None, one more than the highest;
         # the processes of a run (emu.linux) share one allocator.
@@ -180,6 +186,15 @@ class Machine(TaskingMixin, StopsMixin):
         open file owns its descriptor through a finalizer)."""
         if self.kernel is not None:
             self.kernel.files.close_all()
+
+    @property
+    def processes(self) -> list[Any]:
+        """Every process of the program's run, in creation order (each an
+        :class:`emu.linux.Kernel`: ``pid``, ``ppid``, ``exe_path``, ``threads``,
+        ``exited``); empty for a machine without a loaded program."""
+        if self.kernel is None:
+            return []
+        return list(self.kernel.world.all)
 
     def __enter__(self) -> Machine:
         return self
@@ -551,7 +566,9 @@ class Machine(TaskingMixin, StopsMixin):
             raise EmuError("run() needs a program: load one with Machine.from_elf")
         if kernel.exited is not None:
             raise EmuError("the program has already run to its exit")
-        sched = Scheduler(self, kernel.threads, seed=self.seed if seed is None else seed,
+        # Every live thread of every process of the run (a resumed run goes on with all).
+        tasks = [t for p in kernel.world.live() for t in p.threads if not t.done]
+        sched = Scheduler(self, tasks, seed=self.seed if seed is None else seed,
                           timeslice=self.timeslice if timeslice is None else timeslice,
                           max_insns=max_insns, timeout=timeout, process=True,
                           signals=kernel.signals)
@@ -564,7 +581,12 @@ class Machine(TaskingMixin, StopsMixin):
             # or timeout stop can be resumed, so its files stay open until close().
             if fault.reason not in _RESUMABLE:
                 kernel.files.close_all()
+                kernel.world.end_all(kernel)
             raise
+        finally:
+            for p in kernel.world.all:          # the other processes' machines rest too
+                if p.m is not self:
+                    p.m.sched, p.m._depth = None, 0
         # Every thread ended by exit() without exit_group: the kernel ended the
         # process when the last one went (do_exit -> the group's exit).
         if kernel.exited is not None:

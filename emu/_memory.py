@@ -50,6 +50,33 @@ _ZERO_CHUNK = 1 << 20             # zero-filling fallback of discard(), per writ
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.restype = ctypes.c_int
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+_libc.mincore.restype = ctypes.c_int
+_COPY_CHUNK = 1 << 24             # copy_from: bytes of residency looked up per mincore
+
+
+def _copy_resident(src: Region, dst: Region, lo: int, n: int) -> int:
+    """Copy the resident pages of ``src[lo:lo+n]`` to ``dst`` (the same offsets);
+    all of them when the host cannot say which are resident."""
+    pages = (n + PAGE - 1) // PAGE
+    vec = (ctypes.c_ubyte * pages)()
+    if _libc.mincore(src.ptr + lo, n, vec) != 0:        # pragma: no cover - not Linux
+        dst.view[lo:lo + n] = src.view[lo:lo + n]
+        return n
+    copied = 0
+    i = 0
+    while i < pages:
+        if not vec[i] & 1:
+            i += 1
+            continue
+        j = i
+        while j < pages and vec[j] & 1:
+            j += 1
+        a, b = lo + i * PAGE, min(lo + j * PAGE, lo + n)
+        dst.view[a:b] = src.view[a:b]
+        copied += b - a
+        i = j
+    return copied
 
 
 def page_down(addr: int) -> int:
@@ -226,6 +253,27 @@ class Memory:
             assert at is not None
             at.view[a - at.start] = self._patch_value[a]
         self.invalidate_code(start, end)
+
+    def copy_from(self, other: Memory, skip: Callable[[Region], bool] = lambda r: False) -> int:
+        """Map every region of ``other`` (but those ``skip`` names) here, with the
+        same contents but for its patches (this copy shows the original bytes):
+        ``fork``'s copy of an address space. Only the pages ``other`` has touched
+        are copied (``mincore``: resident pages), so a big mapping the guest never
+        wrote costs nothing here either. Returns the bytes copied.
+        """
+        copied = 0
+        for r in other.regions:
+            if skip(r):
+                continue
+            mine = self.map(r.start, r.size, r.perms, r.name)
+            for lo in range(0, r.size, _COPY_CHUNK):
+                n = min(_COPY_CHUNK, r.size - lo)
+                copied += _copy_resident(r, mine, lo, n)
+        for a in other._patched:
+            mine_r = self.region_at(a)
+            if mine_r is not None and not skip(mine_r):
+                mine_r.view[a - mine_r.start] = other._shadow[a]
+        return copied
 
     def span(self, addr: int, size: int, perms: int = 0) -> int:
         """How many of the ``size`` bytes from ``addr`` are mapped without a hole

@@ -247,6 +247,10 @@ def _fde_functions(elf: ELFFile, symbols: list[tuple[str, int, int]]) -> list[tu
     section = elf.get_section_by_name(".eh_frame")
     if section is None or section["sh_type"] == "SHT_NOBITS":
         return []
+    stream = elf.stream
+    size = stream.seek(0, 2)
+    if section["sh_offset"] + section["sh_size"] > size:
+        return []                   # a corrupt header: never read past the file (a huge sh_size)
     covered = sorted((value, value + max(size, 1)) for _name, value, size in symbols)
     starts = [start for start, _end in covered]
     reach = list(itertools.accumulate((end for _start, end in covered), max))

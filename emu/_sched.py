@@ -59,6 +59,10 @@ class SignalHooks(Protocol):
     def next_deadline(self) -> int | None:
         """The virtual time (ns) of the next timer expiry, or None."""
 
+    def end_of_fault(self, task: Task, fault: GuestFault) -> bool:
+        """A fault no handler takes: True when it ended ``task``'s process only (a
+        child process dies of the signal), False when it ends the run."""
+
     def expire(self, now: int) -> None:
         """Fire the timers due at ``now``."""
 
@@ -96,6 +100,7 @@ class Scheduler:
         self.max_insns = check_max_insns(max_insns)
         self.timeout = check_timeout(timeout)
         self.process = process
+        self.running: Machine = m     # the machine whose engine runs (processes: each its own)
         self.retired = 0              # instructions of this run (the budget's measure)
         self.sliced = False           # several tasks live: counted slices, preemption on
         self.switches = 0
@@ -131,7 +136,7 @@ class Scheduler:
     def end_slice_now(self) -> None:
         """Stop the engine from a syscall or interrupt hook (RIP already advanced)."""
         self._ended_by_us = True
-        self.m._uc.emu_stop()
+        self.running._uc.emu_stop()
 
     def finish(self, task: Task, result: int | None) -> None:
         """End ``task``: every client hears of it (``Machine.on_task_exit``)."""
@@ -140,8 +145,32 @@ class Scheduler:
         task.state = DONE
         task.result = result
         task.context = None
-        for fn in list(self.m.on_task_exit):
+        for fn in list(self.machine_of(task).on_task_exit):
             fn(task)
+
+    def machine_of(self, task: Task) -> Machine:
+        """The machine (address space) ``task`` runs in."""
+        m = task.machine
+        return self.m if m is None else m
+
+    def _signals_of(self, task: Task) -> SignalHooks | None:
+        if self.signals is None:
+            return None
+        process = task.process
+        return self.signals if process is None else process.signals
+
+    def _all_signals(self) -> list[SignalHooks]:
+        if self.signals is None:
+            return []
+        seen: dict[int, SignalHooks] = {id(self.signals): self.signals}
+        for t in self.tasks:
+            if t.process is not None and t.state != DONE:
+                seen.setdefault(id(t.process.signals), t.process.signals)
+        return list(seen.values())
+
+    def _next_timer(self) -> int | None:
+        deadlines = [d for hooks in self._all_signals() if (d := hooks.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
 
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -169,20 +198,20 @@ class Scheduler:
                 count = UNLIMITED
             count = self._until_timer(count)
             self._run_slice(task, count)
-            while task.state == RUNNABLE and self.m.preempt_count and self.sliced:
+            while task.state == RUNNABLE and self.machine_of(task).preempt_count and self.sliced:
                 self._run_slice(task, _FINISH_STEP_SLICE)
             self._wake_expired()
 
     def _until_timer(self, count: int) -> int:
         """A slice ends at the next timer expiry (counted: the clock must move)."""
-        deadline = self.signals.next_deadline() if self.signals is not None else None
+        deadline = self._next_timer()
         if deadline is None:
             return count
         left = max(1, deadline - self.m.clock)
         return min(count, left) if count else left
 
     def _run_slice(self, task: Task, count: int) -> None:
-        m = self.m
+        m = self.machine_of(task)
         if self.max_insns is not None:
             left = self.max_insns - self.retired
             if left <= 0:
@@ -195,22 +224,28 @@ class Scheduler:
                 self._runaway(task, f"timeout of {self.timeout} s reached")
             if not self.sliced:
                 timeout_us = max(1, int(left_s * 1e6))
-        self._switch_to(task)
-        if self.signals is not None:
-            self.signals.before_resume(task)
+        self._switch_to(m, task)
+        signals = self._signals_of(task)
+        if signals is not None:
+            signals.before_resume(task)
             exc = m._take_abort()
             if exc is not None:         # a signal ended the process
                 raise exc
+            if task.state == DONE:      # ... a child process, which the run outlives
+                return
         gpr = m.cpu.gpr
         self._ended_by_us = False
         if self.sliced:
             m._hits_left = self.rng.randint(1, HIT_SLICE)
+        self.running = m
         error = m.engine.start(gpr[RIP], m.exit_address, timeout_us, count)
         done = m.engine.retired(count)
         self.retired += done
         if count:
             m.clock += done
-        self._after_slice(task, error, count, done)
+        if m is not self.m:                 # the run's one clock is the first machine's
+            self.m.clock = m.clock
+        self._after_slice(m, task, error, count, done)
         over = self.max_insns is not None and self.retired >= self.max_insns
         late = self.timeout is not None and time.monotonic() - self._started >= self.timeout
         if over or late:
@@ -220,8 +255,11 @@ class Scheduler:
                 self._runaway(culprit, f"instruction budget of {self.max_insns} exhausted" if over
                               else f"timeout of {self.timeout} s reached")
 
-    def _switch_to(self, task: Task) -> None:
-        m = self.m
+    def _switch_to(self, m: Machine, task: Task) -> None:
+        if m is not self.m:
+            m.clock = self.m.clock
+            m.sched = self
+            m._depth = self.m._depth
         if m.current_task is not task or m._engine_owner is not task:
             if task.context is not None:
                 m._uc.context_restore(task.context)
@@ -238,8 +276,7 @@ class Scheduler:
             m.cpu.gpr[RAX] = task.wake_value
             task.wake_value = None
 
-    def _after_slice(self, task: Task, error: object, count: int, done: int) -> None:
-        m = self.m
+    def _after_slice(self, m: Machine, task: Task, error: object, count: int, done: int) -> None:
         exc = m._take_abort()
         if exc is not None:
             self._save(task)
@@ -262,9 +299,12 @@ class Scheduler:
             fault = GuestFault(f"guest fault: hlt at {m.symbolize(rip - 1)} ({rip - 1:#x})",
                                rip=rip - 1, reason="exception")
         if fault is not None:
-            if self.signals is not None and self.signals.on_fault(task, fault):
+            signals = self._signals_of(task)
+            if signals is not None and signals.on_fault(task, fault):
                 self._save(task)        # its handler takes it when the task resumes
                 return
+            if signals is not None and signals.end_of_fault(task, fault):
+                return                  # a child process died of it; the run goes on
             if self.process:
                 self._save(task)
                 raise fault
@@ -275,14 +315,14 @@ class Scheduler:
 
     def _save(self, task: Task) -> None:
         if task.state != DONE:
-            task.context = self.m._uc.context_save()
+            task.context = self.machine_of(task)._uc.context_save()
 
     # --- waiting ------------------------------------------------------------------------------
     def _expire(self, live: list[Task]) -> None:
         """Every live task is blocked: jump the clock to the next deadline, or report
         the deadlock."""
         timed = [t.deadline for t in live if t.deadline is not None]
-        timer = self.signals.next_deadline() if self.signals is not None else None
+        timer = self._next_timer()
         if not timed and timer is None:
             self._deadlock(live)
         self.m.clock = max(self.m.clock, min(timed + ([timer] if timer is not None else [])))
@@ -292,8 +332,8 @@ class Scheduler:
 
     def _wake_expired(self) -> None:
         now = self.m.clock
-        if self.signals is not None:
-            self.signals.expire(now)
+        for hooks in self._all_signals():
+            hooks.expire(now)
         for t in self.tasks:
             if t.state == BLOCKED and t.deadline is not None and t.deadline <= now:
                 on_timeout = t.on_timeout
@@ -302,19 +342,21 @@ class Scheduler:
                 self.wake(t, t.wake_value if t.wake_value is not None else 0)
 
     def _deadlock(self, live: list[Task]) -> None:
-        m = self.m
         where = ", ".join(f"{t.name} (tid {t.tid}) blocked on {t.blocked_on or 'nothing'} "
-                          f"at {m.symbolize(self.rip_of(t))} ({self.rip_of(t):#x})" for t in live)
+                          f"at {self.machine_of(t).symbolize(self.rip_of(t))} ({self.rip_of(t):#x})"
+                          for t in live)
         raise GuestFault(f"deadlock: every live task is blocked: {where}",
                          rip=self.rip_of(live[0]), reason="deadlock")
 
     def rip_of(self, task: Task) -> int:
-        if task is self.m._engine_owner or task.context is None:
-            return self.m.cpu.gpr[RIP]
+        m = self.machine_of(task)
+        if task is m._engine_owner or task.context is None:
+            return m.cpu.gpr[RIP]
         return int(task.context.reg_read(UC_X86_REG_RIP))
 
     def _runaway(self, task: Task, what: str) -> None:
-        rip = self.m.original_rip(self.rip_of(task))     # not a probe's out-of-line copy
+        m = self.machine_of(task)
+        rip = m.original_rip(self.rip_of(task))     # not a probe's out-of-line copy
         reason = "timeout" if what.startswith("timeout") else "insn-budget"
-        raise GuestFault(f"guest ran away: {what} at {self.m.symbolize(rip)} ({rip:#x}) "
+        raise GuestFault(f"guest ran away: {what} at {m.symbolize(rip)} ({rip:#x}) "
                          f"in {task.name} (tid {task.tid})", rip=rip, reason=reason)

@@ -64,6 +64,7 @@ class Task:
     # The system call to run again when the task is woken (emu.linux._wait), or None.
     restart: int | None = field(default=None, repr=False)
     machine: Any = field(default=None, repr=False)        # the Machine (address space) it runs in
+    process: Any = field(default=None, repr=False)        # its process (emu.linux.Kernel), or None
     # The syscall layer's per-thread signal state (emu.linux._signal.ThreadSignals):
     # mask, pending queue, alternate stack, saved contexts of its signal frames.
     signal: Any = field(default=None, repr=False)

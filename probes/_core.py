@@ -81,6 +81,8 @@ def get_manager(m: Machine) -> KprobeManager:
     mgr = m.extensions.get(_EXT_KEY)
     if mgr is None:
         mgr = m.extensions[_EXT_KEY] = KprobeManager(m)
+        from ._follow import follow_processes
+        follow_processes(m)
     return mgr
 
 
@@ -98,6 +100,7 @@ class KprobeManager:
         self.n_optimized = 0
         self.user_blacklist: list[tuple[int, int]] = []
         self.regs = PtRegs(m.cpu.gpr, m.cpu, m.mem)
+        self.regs.machine = m               # which process's registers (probes._follow)
         self._gpr = m.cpu.gpr
         self.rethook = Rethook(self)
         self.trampoline = self.rethook.addr

@@ -28,7 +28,7 @@ _EFLAGS = -1
 class PtRegs:
     """Registers at a probe hit: ``rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip eflags``."""
 
-    __slots__ = ("_gpr", "_cpu", "_mem", "_rip", "_dirty")
+    __slots__ = ("_gpr", "_cpu", "_mem", "_rip", "_dirty", "machine")
 
     if TYPE_CHECKING:        # the properties are generated below, one per register
         rax: int
@@ -54,6 +54,7 @@ class PtRegs:
         self._gpr = gpr
         self._cpu = cpu
         self._mem = mem
+        self.machine: Any = None    # the Machine these registers are of (set by the manager)
         self._rip = 0
         self._dirty: dict[int, int] | None = None
 

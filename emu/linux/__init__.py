@@ -7,11 +7,17 @@ same way. What a handler may touch on the host is decided by :class:`FsPolicy`
 """
 
 from . import (  # noqa: F401  (register handlers)
+    _eventfd,
+    _exec,
     _sys_info,
     _sys_io,
+    _sys_misc,
     _sys_mm,
     _sys_path,
+    _sys_pipe,
     _sys_proc,
+    _sys_process,
+    _sys_sendfile,
     _sys_signal,
     _sys_thread,
 )

@@ -41,6 +41,20 @@ class OpenFile:
 
     path = ""
     writable = False
+    # Descriptors on this open file in every process's table (``struct file``'s
+    # count): the file is closed when the last one goes.
+    fd_refs = 0
+    # O_NONBLOCK, O_APPEND as F_SETFL set them (``f_flags``).
+    status_flags = 0
+
+    def poll_ready(self) -> tuple[bool, bool]:
+        """(readable, writable) without blocking, for ``poll``/``select``."""
+        return True, self.writable
+
+    def poll_queue(self) -> Any:
+        """The :class:`~emu.linux._wait.WaitQueue` a poller waits on for this file
+        to change, or None when it never blocks."""
+        return None
 
     def read(self, n: int) -> bytes:
         raise KernelError(errno.EBADF)
@@ -235,11 +249,12 @@ def host_call(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class FdTable:
-    """Descriptor -> open file, lowest free descriptor first (``get_unused_fd_flags``)."""
+    """Descriptor -> open file, lowest free descriptor first (``get_unused_fd_flags``),
+    and the descriptors marked close-on-exec (``FD_CLOEXEC``)."""
 
     def __init__(self) -> None:
         self._fds: dict[int, OpenFile] = {}
-        self._refs: dict[int, int] = {}      # id(open file) -> descriptors on it
+        self._cloexec: set[int] = set()
 
     def __getitem__(self, fd: int) -> OpenFile:
         f = self._fds.get(fd)
@@ -250,7 +265,12 @@ class FdTable:
     def __contains__(self, fd: int) -> bool:
         return fd in self._fds
 
-    def install(self, f: OpenFile, fd: int | None = None, lowest: int = 0) -> int:
+    def items(self) -> list[tuple[int, OpenFile]]:
+        """``(fd, open file)`` in descriptor order."""
+        return sorted(self._fds.items())
+
+    def install(self, f: OpenFile, fd: int | None = None, lowest: int = 0, *,
+                cloexec: bool = False) -> int:
         """Give ``f`` the descriptor ``fd`` (closing what was there, ``dup2``) or the
         lowest free one from ``lowest``. A file no descriptor holds is closed when
         this fails.
@@ -272,24 +292,50 @@ class FdTable:
         elif not 0 <= fd < MAX_FDS:
             code = errno.EBADF
         if code:
-            if id(f) not in self._refs:
+            if not f.fd_refs:
                 f.close()
             raise KernelError(code)
         assert fd is not None
+        f.fd_refs += 1                  # before closing what was there: it may be f itself
         if fd in self._fds:
             self.close(fd)
         self._fds[fd] = f
-        self._refs[id(f)] = self._refs.get(id(f), 0) + 1
+        self.set_cloexec(fd, cloexec)
         return fd
+
+    def cloexec(self, fd: int) -> bool:
+        self[fd]
+        return fd in self._cloexec
+
+    def set_cloexec(self, fd: int, on: bool) -> None:
+        if on:
+            self._cloexec.add(fd)
+        else:
+            self._cloexec.discard(fd)
 
     def close(self, fd: int) -> None:
         f = self[fd]
         del self._fds[fd]
-        self._refs[id(f)] -= 1
-        if not self._refs[id(f)]:
-            del self._refs[id(f)]
+        self._cloexec.discard(fd)
+        f.fd_refs -= 1
+        if not f.fd_refs:
             f.close()
 
     def close_all(self) -> None:
         for fd in list(self._fds):
             self.close(fd)
+
+    def fork(self) -> FdTable:
+        """A copy for a child process: the same open files (``dup_fd``)."""
+        new = FdTable()
+        new._fds = dict(self._fds)
+        new._cloexec = set(self._cloexec)
+        for f in new._fds.values():
+            f.fd_refs += 1
+        return new
+
+    def close_on_exec(self) -> None:
+        """``execve`` closes the descriptors marked ``FD_CLOEXEC`` (``do_close_on_exec``)."""
+        for fd in sorted(self._cloexec):
+            if fd in self._fds:
+                self.close(fd)

@@ -42,10 +42,11 @@ from ._files import FdTable, InputFile, OutputFile
 from ._fs import FsPolicy
 from ._futex import FutexTable
 from ._mm import AddressSpace
+from ._process import ProcessTable
 from ._registry import SYSCALLS, KernelError
 from ._signal import ProcessSignals
 from ._sysnr import SYSCALL_NAMES
-from ._wait import Blocked
+from ._wait import Blocked, WaitQueue
 
 if TYPE_CHECKING:
     from .._machine import Machine
@@ -124,6 +125,7 @@ class Kernel:
         self.pid = m.tasks[0].tid          # the main thread's tid, as in Linux
         self.ppid = 0                      # the first process of a run has no parent (PID 1's)
         self.umask = 0o022
+        m.tasks[0].process = self
         self.threads: list[Task] = [m.tasks[0]]     # the thread group, leader first
         self.futexes = FutexTable()
         self.uid, self.gid = UID, GID
@@ -136,6 +138,17 @@ class Kernel:
         # Shared by every process of the run (a child inherits its parent's).
         self.diagnostics = diagnostics if diagnostics is not None else Diagnostics()
         self.exited: ProcessExit | None = None
+        # Processes (emu.linux._process): the run's table, the parent (None: the
+        # run's first process, PID 1 of its namespace), the children not reaped,
+        # who waits for them, and a vfork parent waiting for this one's exec or exit.
+        self.world: ProcessTable = ProcessTable(self)
+        self.parent: Kernel | None = None
+        self.children: list[Kernel] = []
+        self.child_wait = WaitQueue()
+        self.vfork_parent: Task | None = None
+        self.pgid = self.pid
+        self.reaped = False
+        self.exit_order = 0                # when it ended, among the run's processes
         self._hook: int | None = None
         self._host_errors: set[tuple[int, type]] = set()    # (nr, kind) reported
 
@@ -181,7 +194,12 @@ class Kernel:
 
     # --- process end ---------------------------------------------------------------------
     def exit(self, status: int, signal: int = 0) -> None:
-        """End the process: stop the engine; :meth:`Machine.run` returns ``status``."""
+        """End the process (``do_exit`` of every thread). The run's first process
+        ends the run (every other process is killed, as when a PID namespace's
+        init exits): :meth:`Machine.run` returns ``status``. Another process
+        becomes a zombie its parent reaps (:mod:`._process`)."""
+        if self.exited is not None:
+            return
         self.exited = ProcessExit(status, signal)
         self.files.close_all()
         sched = self.m.sched
@@ -189,7 +207,13 @@ class Kernel:
             for task in self.threads:
                 self.futexes.forget(task)
                 sched.finish(task, None)
-        self.m.abort(self.exited)
+        if self.parent is None:
+            self.world.end_all(self)
+            self.m.abort(self.exited)
+        else:
+            self.world.exited(self)
+            if sched is not None:
+                sched.end_slice_now()
 
     # --- the hook ----------------------------------------------------------------------
     def install(self) -> None:
@@ -202,17 +226,21 @@ class Kernel:
         table = SYSCALLS
         cpu = self.cpu
 
+        m = self.m
+
         def on_syscall(_uch: Any, _user: Any) -> None:
             try:
                 nr = gpr[RAX]
+                # The calling task's process: a vfork child runs in its parent's machine.
+                k = m.current_task.process or self
                 try:
                     entry = table.get(nr)
                     if entry is None:
-                        ret = self._unknown(nr) & MASK64
+                        ret = k._unknown(nr) & MASK64
                     else:
                         fn, nargs = entry
                         args = (gpr[RDI], gpr[RSI], gpr[RDX], gpr[R10], gpr[R8], gpr[R9])
-                        ret = fn(self, *args[:nargs]) & MASK64
+                        ret = fn(k, *args[:nargs]) & MASK64
                 except KernelError as exc:
                     ret = -exc.errno & MASK64
                 except Blocked:         # parked: the call runs again when woken (._wait)
@@ -222,12 +250,12 @@ class Kernel:
                 except Exception as exc:
                     if isinstance(exc, EmuError | ProcessExit) or _raised_in_callback(exc):
                         raise
-                    ret = -self._host_error(nr, exc) & MASK64
+                    ret = -k._host_error(nr, exc) & MASK64
                 gpr[RAX] = ret
                 gpr[RCX] = gpr[RIP] + 2
                 gpr[R11] = cpu.eflags
             except BaseException as exc:  # on purpose, or Ctrl-C: ctypes would swallow it
-                self.m.abort(exc)
+                m.abort(exc)
         return on_syscall
 
     def _host_error(self, nr: int, exc: Exception) -> int:

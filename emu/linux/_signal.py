@@ -266,6 +266,30 @@ class ProcessSignals:
         m = self.k.m
         if m.preempt_count:             # a probe's single-step in flight: not resumable
             return False
+        what = self._fault_signal(fault)
+        if what is None:
+            return False
+        sig, code, addr = what
+        act = self.action(sig)
+        if act.handler in (SIG_DFL, SIG_IGN) or thread_signals(task).mask & sigbit(sig):
+            return False                # the default action: the run ends with the fault
+        _queue(thread_signals(task).pending, sig, siginfo(sig, code, addr=addr))
+        return True
+
+    def end_of_fault(self, task: Task, fault: GuestFault) -> bool:
+        """A fault no handler takes ends a child process with its signal (its
+        parent sees ``WIFSIGNALED``); the run's first process ends the run."""
+        if self.k.parent is None:
+            return False
+        what = self._fault_signal(fault)
+        sig = what[0] if what is not None else SIGSEGV
+        self.k.report(f"process {self.k.pid} ({task.comm}) killed by signal {sig}: {fault}")
+        self.k.exit(128 + sig, sig)
+        return True
+
+    def _fault_signal(self, fault: GuestFault) -> tuple[int, int, int | None] | None:
+        """The signal, code and address a fault raises (``force_sig_fault``), or None."""
+        m = self.k.m
         addr, intno = m.last_fault
         if fault.reason == "trap":
             sig, code = (SIGTRAP, SI_KERNEL) if intno in (None, 3) else \
@@ -280,12 +304,8 @@ class ProcessSignals:
             elif addr is None or (addr >> 47) not in (0, 0x1FFFF):
                 code, addr = SI_KERNEL, 0     # #GP (non-canonical), hlt: no address
         else:
-            return False
-        act = self.action(sig)
-        if act.handler in (SIG_DFL, SIG_IGN) or thread_signals(task).mask & sigbit(sig):
-            return False                # the default action: the run ends with the fault
-        _queue(thread_signals(task).pending, sig, siginfo(sig, code, addr=addr))
-        return True
+            return None
+        return sig, code, addr
 
     def before_resume(self, task: Task) -> None:
         """``task`` is on the CPU, about to run: finish its rt_sigreturn, then set up

@@ -13,19 +13,25 @@ what is there, as a pipe's ``read`` does.
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .._memory import PROT_R, PROT_W
 from ._files import OpenFile
 from ._ioctl import ioctl
 from ._kernel import Kernel
 from ._mm import TASK_SIZE
+from ._pipe import WouldBlock
 from ._registry import KernelError, s32, syscall
+from ._signal import SI_USER, SIGPIPE, siginfo
 from ._structs import IOVEC, fifo_stat, fifo_statx, pack_stat, pack_statx
+from ._wait import block_on
 
 # fcntl commands (include/uapi/asm-generic/fcntl.h)
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
+O_APPEND, O_NONBLOCK, O_CLOEXEC = 0o2000, 0o4000, 0o2000000
+FD_CLOEXEC = 1
+_SETFL_MASK = O_APPEND | O_NONBLOCK        # what F_SETFL may change here
 MAX_RW_COUNT = 0x7FFF_F000          # INT_MAX & PAGE_MASK (include/linux/fs.h)
 IO_CHUNK = 1 << 20                  # host bytes per step of a transfer
 UIO_MAXIOV = 1024
@@ -142,11 +148,30 @@ def write_from(k: Kernel, f: OpenFile, vecs: Sequence[tuple[int, int]], offset: 
     return done
 
 
+def _waiting(k: Kernel, f: OpenFile, transfer: Callable[[], int]) -> int:
+    """Run a read or write that may wait (a pipe, :mod:`._pipe`): a non-blocking
+    file fails with ``EAGAIN``, else the call waits and runs again when woken.
+    ``EPIPE`` also sends ``SIGPIPE`` to the thread (``pipe_write``)."""
+    try:
+        return transfer()
+    except WouldBlock as wait:
+        if f.status_flags & O_NONBLOCK:
+            raise
+        block_on(k, wait.what, [wait.queue])
+        raise                                       # pragma: no cover - block_on raises
+    except KernelError as exc:
+        if exc.errno == errno.EPIPE:
+            task = k.m.current_task
+            k.signals.send(SIGPIPE, siginfo(SIGPIPE, SI_USER, pid=k.pid, uid=k.uid), task)
+            k.signals.recheck()
+        raise
+
+
 @syscall("read")
 def sys_read(k: Kernel, fd: int, buf: int, count: int) -> int:
     f = k.files[s32(fd)]
     _access_ok(buf, count)
-    return read_into(k, f, [(buf, count)])
+    return _waiting(k, f, lambda: read_into(k, f, [(buf, count)]))
 
 
 @syscall("pread64")
@@ -161,7 +186,7 @@ def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int) -> int:
 def sys_write(k: Kernel, fd: int, buf: int, count: int) -> int:
     f = k.files[s32(fd)]
     _access_ok(buf, count)
-    return write_from(k, f, [(buf, count)])
+    return _waiting(k, f, lambda: write_from(k, f, [(buf, count)]))
 
 
 @syscall("pwrite64")
@@ -192,7 +217,8 @@ def _iovecs(k: Kernel, iov: int, iovcnt: int) -> list[tuple[int, int]]:
 @syscall("writev")
 def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
     f = k.files[s32(fd)]
-    return write_from(k, f, _iovecs(k, iov, iovcnt))
+    vecs = _iovecs(k, iov, iovcnt)
+    return _waiting(k, f, lambda: write_from(k, f, vecs))
 
 
 @syscall("readv")
@@ -200,7 +226,8 @@ def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
     """One read for all the vectors, as ``pipe_read`` fills an ``iov_iter``: a
     stream is read once, never again for the next vector (musl reads stdin so)."""
     f = k.files[s32(fd)]
-    return read_into(k, f, _iovecs(k, iov, iovcnt))
+    vecs = _iovecs(k, iov, iovcnt)
+    return _waiting(k, f, lambda: read_into(k, f, vecs))
 
 
 @syscall("lseek")
@@ -249,14 +276,21 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int) -> int:
 
 @syscall("fcntl")
 def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int) -> int:
-    f = k.files[s32(fd)]
+    fd = s32(fd)
+    f = k.files[fd]
     cmd = s32(cmd)
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-        return k.files.install(f, lowest=arg)       # unsigned: -7 is EINVAL
-    if cmd in (F_GETFD, F_SETFD, F_SETFL):
+        return k.files.install(f, lowest=arg, cloexec=cmd == F_DUPFD_CLOEXEC)  # unsigned: -7 is EINVAL
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if k.files.cloexec(fd) else 0
+    if cmd == F_SETFD:
+        k.files.set_cloexec(fd, bool(arg & FD_CLOEXEC))
         return 0
     if cmd == F_GETFL:
-        return _access_mode(f)
+        return _access_mode(f) | f.status_flags
+    if cmd == F_SETFL:
+        f.status_flags = arg & _SETFL_MASK
+        return 0
     raise KernelError(errno.EINVAL)
 
 
@@ -281,6 +315,6 @@ def sys_dup2(k: Kernel, oldfd: int, newfd: int) -> int:
 
 @syscall("dup3")
 def sys_dup3(k: Kernel, oldfd: int, newfd: int, flags: int) -> int:
-    if s32(oldfd) == s32(newfd):
+    if s32(oldfd) == s32(newfd) or flags & ~O_CLOEXEC:
         raise KernelError(errno.EINVAL)
-    return k.files.install(k.files[s32(oldfd)], s32(newfd))
+    return k.files.install(k.files[s32(oldfd)], s32(newfd), cloexec=bool(flags & O_CLOEXEC))

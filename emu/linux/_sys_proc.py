@@ -40,7 +40,7 @@ def sys_rseq(k: Kernel) -> int:
     raise KernelError(errno.ENOSYS)
 
 
-@syscall("getpid", "getppid", "getpgrp", "getsid", "getpgid")
+@syscall("getpid")
 def sys_getpid(k: Kernel) -> int:
     return k.pid
 

@@ -8,9 +8,8 @@ and kernel/exit.c (``do_exit``: ``clear_child_tid`` is zeroed and woken, the
 last thread out ends the process). ``nanosleep`` and ``clock_nanosleep`` wait
 on the virtual clock (:attr:`Machine.clock`), never on the host's.
 
-Not emulated: new processes (``clone`` without ``CLONE_VM``, ``fork``,
-``vfork``: ``-ENOSYS``), ``clone3`` (``-ENOSYS``, so the C library falls back to
-``clone``), priority-inheritance futexes and ``FUTEX_WAKE_OP`` (``-ENOSYS``).
+New processes are :mod:`._sys_process`'s. Not emulated: ``clone3`` (``-ENOSYS``,
+so the C library falls back to ``clone``), priority-inheritance futexes and ``FUTEX_WAKE_OP`` (``-ENOSYS``).
 """
 
 from __future__ import annotations
@@ -62,30 +61,24 @@ def _sched(k: Kernel) -> Scheduler:
 
 
 # --- clone ------------------------------------------------------------------------------------
-@syscall("clone")
-def sys_clone(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int) -> int:
-    if flags & _THREAD_NEEDS != _THREAD_NEEDS or flags & CLONE_VFORK:
-        raise KernelError(errno.ENOSYS)         # a new process: not emulated (fork)
-    return _new_thread(k, flags, newsp, ptid, ctid, tls)
-
-
+# (clone without CLONE_THREAD, fork and vfork make processes: ._sys_process)
 @syscall("clone3")
 def sys_clone3(k: Kernel) -> int:
     """glibc and musl fall back to ``clone`` on ``ENOSYS``."""
     raise KernelError(errno.ENOSYS)
 
 
-@syscall("fork", "vfork")
-def sys_fork(k: Kernel) -> int:
-    raise KernelError(errno.ENOSYS)
-
-
-def _new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int) -> int:
+def new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int) -> int:
+    """``clone`` of a thread (``CLONE_VM|CLONE_SIGHAND|CLONE_THREAD``)."""
+    if flags & _THREAD_NEEDS != _THREAD_NEEDS or flags & CLONE_VFORK:
+        raise KernelError(errno.EINVAL)
     sched = _sched(k)
     m = k.m
     stack = m.mem.region_at(newsp - 1) if newsp else None
     task = m.add_task(stack if stack is not None else m.current_task.stack)
     task.comm = m.current_task.comm
+    task.process = k
+    task.pid = k.pid
     # The child resumes after the syscall with rax = 0 on its own stack
     # (entry_SYSCALL_64's return path: rcx = return address, r11 = flags).
     ctx = m._uc.context_save()

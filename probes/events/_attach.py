@@ -237,14 +237,25 @@ class _Builder:
         return self.handle
 
     # --- the hit paths ------------------------------------------------------------------------
+    def _machine(self, regs: PtRegs) -> Machine:
+        """The machine that hit: the one attached to, or a process it followed
+        into (probes._follow)."""
+        m = regs.machine
+        return self.m if m is None else m
+
+    def _now(self, regs: PtRegs) -> int:
+        if self.now == self.m.now:          # the virtual clock: the hitting machine's
+            return self._machine(regs).now()
+        return self.now()
+
     def _context(self, regs: PtRegs) -> FetchContext:
-        m = self.m
+        m = self._machine(regs)
         return FetchContext(regs=regs, read=m.read, symbolize=m.symbolize, resolve=m.resolve,
                             comm=m.current_task.comm)
 
     def _emit(self, ts: int, kind: str, addr: int, values: list[Any], regs: PtRegs, *,
               caller: int | None = None, entry_ts: int | None = None) -> None:
-        m, spec, fetchers = self.m, self.spec, self.fetchers
+        m, spec, fetchers = self._machine(regs), self.spec, self.fetchers
         task = m.current_task
         args = {f.name: v for f, v in zip(fetchers, values, strict=True)}
         func = m.symbols.lookup(addr)
@@ -254,7 +265,7 @@ class _Builder:
                    texts=lambda: [f"{f.name}={format_value(f, v)}" for f, v in zip(fetchers, values,
                                                                                    strict=True)],
                    ip_text=_with_size(m, addr), caller_text=_with_size(m, caller) if caller else "",
-                   func=func.name if func is not None else f"{addr:#x}")
+                   func=func.name if func is not None else f"{addr:#x}", pid=task.pid)
         if self.stack:
             ev.stack = stack_trace(m, regs)
         assert self.handle is not None
@@ -262,7 +273,7 @@ class _Builder:
         self.sink(ev)
 
     def _on_hit(self, kp: Kprobe, regs: PtRegs) -> int:
-        ts = self.now()
+        ts = self._now(regs)
         ctx = self._context(regs)
         values = [f.fetch(ctx) for f in self.fetchers]
         self._emit(ts, "p", regs.rip, values, regs)
@@ -273,11 +284,11 @@ class _Builder:
         self.handle.entries += 1
         ctx = self._context(regs)
         captured = {f.name: f.capture(ctx) for f in self.entry_fetchers}
-        self.entries[ri] = (self.now(), regs.rip, captured)
+        self.entries[ri] = (self._now(regs), regs.rip, captured)
         return 0
 
     def _on_return(self, ri: KretprobeInstance, regs: PtRegs) -> None:
-        ts = self.now()
+        ts = self._now(regs)
         entry_ts, func_addr, captured = self.entries.get(ri, (ts, 0, {}))
         ctx = self._context(regs)
         ctx.entry = captured

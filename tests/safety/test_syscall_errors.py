@@ -68,9 +68,12 @@ DIFFERENTIAL = {
 }
 
 # Syscalls the sweep leaves out: they end or reshape the process (its own code could go).
+# Calls that end the process, replace or duplicate it, unmap its code, write to its
+# output, or (select, pselect6, ppoll with no descriptor and no timeout) wait
+# forever as Linux does: the only process waiting forever is a deadlock report.
 _SWEEP_SKIP = {"exit", "exit_group", "kill", "tgkill", "tkill", "rt_sigreturn", "clone", "clone3",
-               "execve", "munmap", "mmap", "mremap", "brk", "mprotect", "write", "writev",
-               "pwrite64"}
+               "fork", "vfork", "execve", "execveat", "munmap", "mmap", "mremap", "brk", "mprotect",
+               "write", "writev", "pwrite64", "select", "pselect6", "ppoll"}
 VECTORS = [
     ["0x8000000000000000"] * 6, ["0x7fffffffffffffff"] * 6, ["-1"] * 6,
     ["0x0010000000400000"] * 6,                 # non-canonical, aliases the program

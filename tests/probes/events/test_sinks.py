@@ -35,7 +35,7 @@ from probes.events import (
     format_profile,
 )
 
-FIELDS = ["ts", "tid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]
+FIELDS = ["ts", "tid", "pid", "comm", "cpu", "group", "name", "kind", "ip", "caller", "args"]
 
 
 @functools.cache
@@ -122,7 +122,7 @@ def test_json_lines_are_exactly_the_event_fields() -> None:
     for line, ev in zip(lines, events, strict=True):
         obj = json.loads(line)
         assert list(obj) == FIELDS
-        assert obj == {"ts": ev.ts, "tid": ev.tid, "comm": "w0", "cpu": 0, "group": "fibs",
+        assert obj == {"ts": ev.ts, "tid": ev.tid, "pid": ev.pid, "comm": "w0", "cpu": 0, "group": "fibs",
                        "name": ev.name, "kind": ev.kind, "ip": "fib+0x0", "caller": ev.caller,
                        "args": ev.args}
     first, last = json.loads(lines[0]), json.loads(lines[-1])

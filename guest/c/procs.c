@@ -1,0 +1,187 @@
+/* Processes for the emulator's tests (tests/emu/test_processes.py):
+ *   procs fork       child exits 3; the parent reaps it: "child 3"
+ *   procs pipe       a child writes through a pipe, the parent reads it to EOF
+ *   procs exec       a child execs this program ("procs hello ARG"), the parent waits
+ *   procs hello ARG  prints "hello ARG pid=same" (after exec: pid kept)
+ *   procs vfork      vfork + _exit(7) in the child
+ *   procs spawn      posix_spawn of "procs hello spawned"
+ *   procs sigpipe    write to a pipe with no reader: the child dies of SIGPIPE
+ *   procs tree N     N children each print their index; the parent reaps all in order of exit
+ *   procs cloexec    an O_CLOEXEC pipe end is closed in the exec'd child
+ *   procs segv       a child dereferences NULL: the parent sees signal 11
+ *   procs run P A..  execv(P, [P, A...]) in a child: its status, or the errno of a failed exec
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void report(pid_t pid, int status) {
+    if (WIFEXITED(status))
+        printf("child exited %d\n", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        printf("child killed by %d\n", WTERMSIG(status));
+    else
+        printf("child ?? %#x\n", status);
+    (void)pid;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "fork";
+    int status;
+    if (!strcmp(mode, "hello")) {
+        printf("hello %s ppid-known=%d\n", argc > 2 ? argv[2] : "", getppid() > 0);
+        return 0;
+    }
+    if (!strcmp(mode, "fork")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            printf("in child: pid differs %d\n", getpid() != 0);
+            fflush(stdout);
+            _exit(3);
+        }
+        pid_t got = waitpid(pid, &status, 0);
+        printf("reaped the child %d\n", got == pid);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "pipe")) {
+        int fds[2];
+        if (pipe(fds)) { perror("pipe"); return 1; }
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            for (int i = 0; i < 3000; i++)
+                dprintf(fds[1], "line %d\n", i);
+            _exit(0);
+        }
+        close(fds[1]);
+        char buf[512];
+        long total = 0, n, lines = 0;
+        while ((n = read(fds[0], buf, sizeof buf)) > 0) {
+            total += n;
+            for (long i = 0; i < n; i++) lines += buf[i] == '\n';
+        }
+        waitpid(pid, &status, 0);
+        printf("read %ld bytes, %ld lines, last read %ld\n", total, lines, n);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "exec")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            char *args[] = {argv[0], "hello", "from-exec", NULL};
+            execve(argv[0], args, environ);
+            perror("execve");
+            _exit(127);
+        }
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "vfork")) {
+        pid_t pid = vfork();
+        if (pid == 0)
+            _exit(7);
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "spawn")) {
+        pid_t pid;
+        char *args[] = {argv[0], "hello", "spawned", NULL};
+        int err = posix_spawn(&pid, argv[0], NULL, NULL, args, environ);
+        if (err) { printf("posix_spawn: %s\n", strerror(err)); return 1; }
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "sigpipe")) {
+        int fds[2];
+        pipe(fds);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            for (;;) write(fds[1], "x", 1);
+        }
+        close(fds[0]);
+        close(fds[1]);
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        signal(SIGPIPE, SIG_IGN);
+        pipe(fds);
+        close(fds[0]);
+        long r = write(fds[1], "x", 1);
+        printf("ignored: write %ld errno %s\n", r, r < 0 && errno == EPIPE ? "EPIPE" : "?");
+        return 0;
+    }
+    if (!strcmp(mode, "tree")) {
+        int n = argc > 2 ? atoi(argv[2]) : 4;
+        for (int i = 0; i < n; i++) {
+            if (fork() == 0) {
+                printf("child %d\n", i);
+                fflush(stdout);
+                _exit(i);
+            }
+        }
+        int sum = 0;
+        pid_t got;
+        while ((got = wait(&status)) > 0)
+            sum += WEXITSTATUS(status);
+        printf("all reaped, sum %d, then %s\n", sum, errno == ECHILD ? "ECHILD" : "?");
+        return 0;
+    }
+    if (!strcmp(mode, "cloexec")) {
+        int fds[2];
+        pipe2(fds, O_CLOEXEC);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char fdname[16];
+            snprintf(fdname, sizeof fdname, "%d", fds[1]);
+            char *args[] = {argv[0], "isopen", fdname, NULL};
+            execve(argv[0], args, environ);
+            _exit(127);
+        }
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "isopen")) {
+        int fd = atoi(argv[2]);
+        printf("fd %d open after exec: %d\n", fd, fcntl(fd, F_GETFD) != -1);
+        return 0;
+    }
+    if (!strcmp(mode, "segv")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            volatile int *p = 0;
+            *p = 1;
+            _exit(0);
+        }
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "run") && argc > 2) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            execv(argv[2], &argv[2]);
+            printf("execv %s: %s\n", argv[2], strerror(errno));
+            fflush(stdout);
+            _exit(127);
+        }
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        return 0;
+    }
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+}
