@@ -204,10 +204,28 @@ def _thread(k: Kernel, tid: int) -> Task:
 
 @syscall("kill")
 def sys_kill(k: Kernel, pid: int, sig: int) -> int:
+    """``kill_something_info``: a process, the caller's group (0), every process
+    but the first and the caller (-1), or a group (-pgid); any of the run's."""
     sig = _signo(sig, zero=True)
-    if s32(pid) not in (0, -1, k.pid, -k.pid):
+    pid = s32(pid)
+    if pid > 0:
+        target = k.world.find(pid)
+        if target is None:
+            raise KernelError(errno.ESRCH)
+        targets = [target]
+    elif pid == -1:
+        targets = [p for p in k.world.live() if p is not k and p.parent is not None]
+    else:
+        group = k.pgid if pid == 0 else -pid
+        targets = [p for p in k.world.live() if p.pgid == group]
+    if not targets and pid != -1:
         raise KernelError(errno.ESRCH)
-    return _send(k, sig, SI_USER, None)
+    for target in targets:
+        if target is k:
+            _send(k, sig, SI_USER, None)
+        elif sig and target.exited is None:
+            target.signals.send(sig, siginfo(sig, SI_USER, pid=k.pid, uid=k.uid))
+    return 0
 
 
 @syscall("tgkill")
@@ -215,16 +233,27 @@ def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int) -> int:
     sig = _signo(sig, zero=True)
     if s32(tgid) <= 0:
         raise KernelError(errno.EINVAL)
-    target = _thread(k, tid)
-    if s32(tgid) != k.pid:
+    process = k.world.find(s32(tgid))
+    if process is None:
         raise KernelError(errno.ESRCH)
-    return _send(k, sig, SI_TKILL, target)
+    return _send_thread(k, process, _thread(process, tid), sig)
 
 
 @syscall("tkill")
 def sys_tkill(k: Kernel, tid: int, sig: int) -> int:
     sig = _signo(sig, zero=True)
-    return _send(k, sig, SI_TKILL, _thread(k, tid))
+    for process in [k, *k.world.live()]:
+        if any(t.tid == s32(tid) and not t.done for t in process.threads):
+            return _send_thread(k, process, _thread(process, tid), sig)
+    raise KernelError(errno.ESRCH)
+
+
+def _send_thread(k: Kernel, process: Kernel, task: Task, sig: int) -> int:
+    if process is k:
+        return _send(k, sig, SI_TKILL, task)
+    if sig:
+        process.signals.send(sig, siginfo(sig, SI_TKILL, pid=k.pid, uid=k.uid), task)
+    return 0
 
 
 # --- ITIMER_REAL on the virtual clock ----------------------------------------------------------

@@ -10,6 +10,7 @@
  *   procs cloexec    an O_CLOEXEC pipe end is closed in the exec'd child
  *   procs segv       a child dereferences NULL: the parent sees signal 11
  *   procs run P A..  execv(P, [P, A...]) in a child: its status, or the errno of a failed exec
+ *   procs kill       SIGTERM to a child that waits in pause(); SIGUSR1 to the group, handled
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +33,12 @@ static void report(pid_t pid, int status) {
     else
         printf("child ?? %#x\n", status);
     (void)pid;
+}
+
+static volatile sig_atomic_t got_usr1;
+
+static void on_usr1(int sig) {
+    got_usr1 = sig;
 }
 
 int main(int argc, char **argv) {
@@ -168,6 +175,28 @@ int main(int argc, char **argv) {
         }
         waitpid(pid, &status, 0);
         report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "kill")) {
+        int fds[2];
+        pipe(fds);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            write(fds[1], "r", 1);          /* ready */
+            for (;;) pause();
+        }
+        char c;
+        read(fds[0], &c, 1);
+        printf("kill: %d\n", kill(pid, SIGTERM));
+        waitpid(pid, &status, 0);
+        report(pid, status);
+        int r = kill(pid, 0);
+        printf("kill of the reaped child: %d %s\n", r, errno == ESRCH ? "ESRCH" : "?");
+        signal(SIGUSR1, on_usr1);
+        setpgid(0, 0);                      /* a group of its own: kill(0) reaches no one else */
+        kill(0, SIGUSR1);
+        printf("group signal handled: %d\n", got_usr1);
         return 0;
     }
     if (!strcmp(mode, "run") && argc > 2) {
