@@ -3,7 +3,8 @@
 Rules pinned (issue #4): the guest reads only its interpreter, the system
 library directories and the directory mapped with ``fs_root`` (read-only unless
 ``fs_writable``); ``..`` and symlinks cannot lead out; a denied open returns
--EACCES to the guest and is reported once.
+-EACCES to the guest and is reported once; a path the host lacks is -ENOENT
+and no denial (issue 11).
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ def test_denied_open_is_eacces_and_reported(guest_bin: Path, capsys: pytest.Capt
     assert capsys.readouterr().err == ""        # the guest's stderr is the guest's (issue 11)
     assert any("denied access to '/etc/passwd'" in line for line in m.kernel.diagnostics.messages("denied"))
     assert m.kernel.diagnostics.summary() == "1 file access denied: run with -v"
+
+
+def test_absent_path_is_enoent_not_denied(guest_bin: Path) -> None:
+    """A path the host does not have is ENOENT to the guest, and nothing is reported
+    (outside the view or not: its absence is no secret and no denial)."""
+    for path in ("/no/such/file", "/etc/no-such-file", "/lib/no-such-lib.so"):
+        status, out, m = _sysprobe(guest_bin, "cat", path)
+        assert (status, out) == (1, f"open {path}: errno {errno.ENOENT}\n")
+        assert m.kernel is not None and m.kernel.denied == []
 
 
 def test_guest_reads_files_under_root(guest_bin: Path, root: Path) -> None:
