@@ -39,7 +39,7 @@ from ._errors import EmuError
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Owner", "watch", "unwatch", "check_max_insns", "check_timeout", "check_timeslice"]
+__all__ = ["Owner", "watch", "watch_also", "unwatch", "check_max_insns", "check_timeout", "check_timeslice"]
 
 # How often the watchdog repeats a stop until the run has seen it (an engine
 # between its last check and the start of emulation ignores a stop).
@@ -132,6 +132,17 @@ def watch(engine: Engine) -> bool:
                 return False
             _saved = (old, fd)
         engine.interrupted = False
+        _engines.append(engine)
+    return True
+
+
+def watch_also(engine: Engine, like: Engine) -> bool:
+    """Have Ctrl-C stop ``engine`` too while ``like`` (the run's first machine,
+    :func:`watch` ed) is watched: another process's machine, for one slice."""
+    with _lock:
+        if like not in _engines or engine in _engines:
+            return False
+        engine.interrupted = like.interrupted
         _engines.append(engine)
     return True
 

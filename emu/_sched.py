@@ -36,7 +36,7 @@ from unicorn.x86_const import UC_X86_REG_RIP
 
 from ._engine import UNLIMITED
 from ._errors import GuestFault
-from ._interrupt import check_max_insns, check_timeout, check_timeslice
+from ._interrupt import check_max_insns, check_timeout, check_timeslice, unwatch, watch_also
 from ._regtable import RAX, RIP, to_signed64
 from ._task import BLOCKED, DONE, RUNNABLE, Task
 
@@ -238,7 +238,12 @@ class Scheduler:
         if self.sliced:
             m._hits_left = self.rng.randint(1, HIT_SLICE)
         self.running = m
-        error = m.engine.start(gpr[RIP], m.exit_address, timeout_us, count)
+        watched = m is not self.m and watch_also(m.engine, self.m.engine)   # Ctrl-C stops it too
+        try:
+            error = m.engine.start(gpr[RIP], m.exit_address, timeout_us, count)
+        finally:
+            if watched and unwatch(m.engine):
+                m.engine.interrupted = True
         done = m.engine.retired(count)
         self.retired += done
         if count:

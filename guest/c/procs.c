@@ -10,6 +10,7 @@
  *   procs cloexec    an O_CLOEXEC pipe end is closed in the exec'd child
  *   procs segv       a child dereferences NULL: the parent sees signal 11
  *   procs run P A..  execv(P, [P, A...]) in a child: its status, or the errno of a failed exec
+ *   procs spin       a child spins forever while the parent waits for it (Ctrl-C tests)
  *   procs kill       SIGTERM to a child that waits in pause(); SIGUSR1 to the group, handled
  */
 #define _GNU_SOURCE
@@ -175,6 +176,14 @@ int main(int argc, char **argv) {
         }
         waitpid(pid, &status, 0);
         report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "spin")) {
+        pid_t pid = fork();
+        if (pid == 0)
+            for (volatile long i = 0;; i++)
+                ;
+        waitpid(pid, &status, 0);
         return 0;
     }
     if (!strcmp(mode, "kill")) {

@@ -135,6 +135,22 @@ def test_ctrl_c_ends_kprobe_emu_with_130_and_one_line(guest_bin: Path) -> None:
     assert err == "kprobe-emu run: interrupted\n" and out == ""
 
 
+def test_ctrl_c_stops_a_child_process_spinning_alone(guest_bin: Path) -> None:
+    """The parent waits in wait4, its child spins in its own machine: Ctrl-C
+    stops that engine too (every process's machine is watched while it runs)."""
+    with subprocess.Popen([sys.executable, "-m", "kprobe_emu", "run", "--fs", "none",
+                           str(guest_bin / "procs.static"), "spin"], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            time.sleep(1.5)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err == "kprobe-emu run: interrupted\n" and out == ""
+
+
 def test_an_interrupted_program_resumes_with_run(guest_bin: Path) -> None:
     """m.run after a stop continues the process where it was (here: a budget)."""
     m = Machine.from_elf(str(guest_bin / "hostile"), ["hostile", "spin"])
