@@ -1,15 +1,17 @@
-"""``/proc`` of the view: the calling process's own entries, made from the
+"""``/proc`` of the view: the run's processes' entries, made from the
 emulator's state when a file is opened (``fs/proc``'s ``seq_file`` texts),
 never the host's.
 
-``/proc/self`` and ``/proc/<own pid>``: ``maps`` (``fs/proc/task_mmu.c``:
+``/proc/self`` and ``/proc/<pid>``: ``maps`` (``fs/proc/task_mmu.c``:
 ``show_map_vma``, from the guest's mappings), ``exe``, ``cwd`` and ``root``
 (symlinks), ``fd/`` (a symlink per descriptor, ``proc_fd_link``; following
 one reaches the open file itself, as ``nd_jump_link`` does), ``status``
 (``fs/proc/array.c``), ``stat``, ``comm``, ``mounts``. System-wide:
 ``cpuinfo`` (one emulated CPU, as ``sched_getaffinity`` says), ``meminfo``
 (``mem_limit`` as the machine's memory), ``filesystems``, ``mounts``,
-``uptime``, ``version``, ``loadavg``. Another process's pid is ``ENOENT``.
+``uptime``, ``version``, ``loadavg``. Every process of the run has its
+``/proc/<pid>`` (the same uid: all are readable); a pid not in the run is
+``ENOENT``.
 """
 
 from __future__ import annotations
@@ -158,8 +160,22 @@ _PID: dict[str, _File | str] = {
 }
 
 
+def _processes(k: Kernel) -> list[Kernel]:
+    """The run's processes not yet reaped (``k.world``), else ``k`` alone."""
+    world = getattr(k, "world", None)
+    every = getattr(world, "all", None)
+    return [p for p in every if not p.reaped] if isinstance(every, list) else [k]
+
+
+def _process(k: Kernel, name: str) -> Kernel | None:
+    if str(int(name)) != name:
+        return None
+    return next((p for p in _processes(k) if p.pid == int(name)), None)
+
+
 class ProcDir(Node):
-    """``/proc`` itself (``table`` ``_ROOT``) or ``/proc/<pid>`` (``_PID``)."""
+    """``/proc`` itself (``table`` ``_ROOT``: ``k`` the caller) or
+    ``/proc/<pid>`` (``_PID``: ``k`` that process)."""
 
     def __init__(self, guest: str, k: Kernel | None, mount: ProcMount,
                  table: dict[str, _File | str], pid: bool = False) -> None:
@@ -184,7 +200,8 @@ class ProcDir(Node):
         if self.pid:
             names.update({"exe": DT_LNK, "cwd": DT_LNK, "root": DT_LNK, "fd": DT_DIR, "mounts": DT_REG})
         else:
-            names.update({"self": DT_LNK, str(self.k.pid): DT_DIR})
+            names["self"] = DT_LNK
+            names.update((str(p.pid), DT_DIR) for p in _processes(self.k))
         return names
 
     def entries(self) -> list[Dirent]:
@@ -192,9 +209,13 @@ class ProcDir(Node):
 
     def lookup(self, name: str) -> Node:
         guest = join(self.guest, name)
+        k = self.k
+        if not self.pid and k is not None and name.isdigit():
+            proc = _process(k, name)
+            if proc is not None:
+                return ProcDir(guest, proc, self.mount, _PID, pid=True)
         if name not in self._names():
             raise KernelError(errno.ENOENT)
-        k = self.k
         assert k is not None or name in self.table
         if self.pid and k is not None:
             if name == "fd":
@@ -206,8 +227,6 @@ class ProcDir(Node):
                 return SymlinkNode(guest, links[name], _PROC_DEV)
         elif k is not None and name == "self":
             return SymlinkNode(guest, str(k.pid), _PROC_DEV)
-        elif k is not None and name == str(k.pid):
-            return ProcDir(guest, k, self.mount, _PID, pid=True)
         entry = self.table[name]
         if isinstance(entry, str):
             return SymlinkNode(guest, entry, _PROC_DEV)

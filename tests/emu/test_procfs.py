@@ -2,8 +2,8 @@
 guest reads there is made from the emulator's state, never the host's.
 
 Rules pinned: /proc/self/maps lists the guest's own mappings
-(``show_map_vma``'s layout); /proc/self and /proc/<own pid> are the process's,
-another pid is ENOENT; status, fd/, exe, cwd say what the kernel object says;
+(``show_map_vma``'s layout); /proc/self is the process's own, /proc/<pid> any
+process's of the run, another pid is ENOENT; status, fd/, exe, cwd say what the kernel object says;
 meminfo follows mem_limit, cpuinfo has the one CPU sched_getaffinity reports;
 /dev/urandom reads the seeded generator; /dev/null, zero and full behave as
 drivers/char/mem.c; /dev/tty is ENXIO; the standard streams are /dev/std*.
@@ -74,6 +74,13 @@ def test_self_is_the_own_pid_and_other_pids_are_absent(tmp_path: Path) -> None:
     with pytest.raises(KernelError) as info:
         k.fs.lookup(k, f"/proc/{k.pid + 1}/status")
     assert info.value.errno == errno.ENOENT
+
+
+def test_every_process_of_the_run_has_its_directory(tmp_path: Path) -> None:
+    """A child reads its parent's /proc/<pid> (comm, fd/ through a cd), and /proc
+    lists every pid."""
+    status, out, m = _sh(tmp_path, "cat /proc/$$/comm; cd /proc/self/fd && ls; ls /proc | grep -c '^[0-9]'")
+    assert (status, out) == (0, "sh\n0\n1\n2\n3\n")          # sh, ls, grep
 
 
 def test_status_says_what_the_kernel_object_says(tmp_path: Path) -> None:
