@@ -19,15 +19,11 @@ Host trees sit at their real path (the guest's path is the host's) unless a
 mount says otherwise; a host symlink to a directory of the view (``/bin`` ->
 ``usr/bin``) stays a symlink.
 
-The walk is ``fs/namei.c``'s ``link_path_walk``/``walk_component`` in the
-guest's namespace: one component at a time, ``..`` by the canonical guest path
-(never above ``/``), a symlink's text resolved from its directory (absolute
-ones from the guest's ``/``), at most 40 of them (``MAXSYMLINKS``: ``ELOOP``),
-a name longer than 255 bytes is ``ENAMETOOLONG``, a trailing ``/`` asks for a
-directory. Host trees are looked up with ``lstat`` and their symlinks come back
-to this walk (:mod:`._hostfs`), so neither a symlink nor ``..`` leads out of the
-view, and a mount is judged by its real path. Directories on the way to a mount
-point (``/work`` above ``/work/main``) show only what leads to it.
+Paths are walked in the guest's namespace (:mod:`._namei`); host trees are
+looked up with ``lstat`` and their symlinks come back to that walk
+(:mod:`._hostfs`), so neither a symlink nor ``..`` leads out of the view, and a
+mount is judged by its real path. Directories on the way to a mount point
+(``/work`` above ``/work/main``) show only what leads to it.
 
 Outside the view: a path the host has is ``EACCES`` and a denial
 (:class:`._vnode.Denied`, reported by the syscall layer); one the host lacks is
@@ -38,7 +34,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -47,24 +42,23 @@ from ._devfs import DevMount
 from ._files import OpenFile
 from ._hostfs import HostMount, HostNode, is_secret
 from ._memfs import TMP_LIMIT, MemFs, MemMount, memfd
+from ._namei import Walk
 from ._procfs import ProcMount
 from ._registry import KernelError
 from ._vnode import (
     ACC_R,
-    ACC_X,
     DT_DIR,
     O_ACCMODE,
     O_RDONLY,
-    Denied,
     Dirent,
     DirStream,
     Node,
+    Passage,
     PathFile,
     SymlinkNode,
     check_open_mode,
     dtype_of,
     join,
-    make_stat,
     path_ino,
 )
 
@@ -76,8 +70,7 @@ __all__ = ["FsPolicy", "Mount", "parse_mount", "SYSTEM_LIBRARY_DIRS", "SYSTEM_DI
 SYSTEM_LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin")     # code, in the system view
 _READ_ONLY_FILES = ("/etc/ld.so.cache", "/etc/ld.so.preload")
-MAXSYMLINKS, NAME_MAX = 40, 255
-O_CREAT, O_EXCL, O_TRUNC = 0o100, 0o200, 0o1000
+O_CREAT, O_TRUNC = 0o100, 0o1000
 O_DIRECTORY, O_NOFOLLOW, O_PATH, O_TMPFILE = 0o200000, 0o400000, 0o10000000, 0o20200000
 
 
@@ -131,64 +124,6 @@ class _LinkMount:
 
     def root(self, k: Kernel | None, guest: str) -> Node:
         return SymlinkNode(guest, self.text)
-
-
-class Passage(Node):
-    """A directory on the way to a mount point: it holds only what leads there;
-    any other name in it is outside the view (``Denied``: the walk makes it
-    ``ENOENT`` when the host lacks it)."""
-
-    def __init__(self, guest: str, children: list[Dirent]) -> None:
-        super().__init__(guest)
-        self.children = children
-
-    def mode(self) -> int:
-        return stat.S_IFDIR | 0o555
-
-    def stat(self) -> os.stat_result:
-        try:
-            st = os.stat(self.guest)            # the host's directory of that name, if any
-            if stat.S_ISDIR(st.st_mode):
-                return st
-        except OSError:
-            pass
-        return make_stat(self.mode(), path_ino(self.guest), 0x2B, nlink=2)
-
-    def lookup(self, name: str) -> Node:
-        raise Denied(join(self.guest, name))
-
-    def entries(self) -> list[Dirent]:
-        return []                               # the mount table's entries come as extras
-
-    def access(self, k: Kernel | None, want: int) -> bool:
-        return not want & ~(ACC_R | ACC_X)
-
-    def _deny(self, name: str = "") -> None:
-        raise Denied(join(self.guest, name) if name else self.guest)
-
-    def create(self, k: Kernel, name: str, flags: int, mode: int) -> OpenFile:
-        raise Denied(join(self.guest, name))
-
-    def mkdir(self, k: Kernel, name: str, mode: int) -> None:
-        self._deny(name)
-
-    def symlink(self, k: Kernel, name: str, target: str) -> None:
-        self._deny(name)
-
-    def link(self, k: Kernel, old: Node, name: str) -> None:
-        self._deny(name)
-
-    def unlink(self, name: str, *, rmdir: bool = False) -> None:
-        self._deny(name)
-
-    def rename(self, name: str, newdir: Node, newname: str, flags: int) -> None:
-        self._deny(name)
-
-    def chmod(self, mode: int) -> None:
-        self._deny()
-
-    def utimens(self, atime: int | None, mtime: int | None) -> None:
-        self._deny()
 
 
 class FsPolicy:
@@ -334,7 +269,7 @@ class FsPolicy:
     # --- the walk -----------------------------------------------------------------------
     def root_node(self, k: Kernel | None) -> Node:
         mp = self._table.get("/")
-        return mp.root(k, "/") if mp is not None else Passage("/", [])
+        return mp.root(k, "/") if mp is not None else Passage("/")
 
     def child(self, k: Kernel | None, node: Node, name: str) -> Node:
         """``name`` in directory ``node``: a mount point, the directory's own, or a
@@ -347,7 +282,7 @@ class FsPolicy:
             return node.lookup(name)
         except KernelError:
             if guest in self._children:
-                return Passage(guest, [])
+                return Passage(guest)
             raise
 
     def is_mount_point(self, guest: str) -> bool:
@@ -373,20 +308,20 @@ class FsPolicy:
                follow: bool = True) -> Node:
         """The node guest ``path`` names, from ``base`` (a node, a guest directory,
         or the process's working directory)."""
-        return _Walk(self, k).walk(path, base, follow)
+        return Walk(self, k).walk(path, base, follow)
 
     def lookup_parent(self, k: Kernel | None, path: str,
                       base: str | Node | None = None) -> tuple[Node, str, bool]:
         """The directory holding the last component, that component (``"."`` for
         ``/``), and whether ``path`` ended with ``/``."""
-        return _Walk(self, k).parent(path, base)
+        return Walk(self, k).parent(path, base)
 
     # --- open ---------------------------------------------------------------------------
     def open(self, k: Kernel, path: str, base: Node | None, flags: int, mode: int) -> OpenFile:
         """``do_filp_open``: the open file for ``openat(base, path, flags, mode)``."""
         if flags & O_TMPFILE == O_TMPFILE:
             raise KernelError(errno.EOPNOTSUPP)        # the C library then names a file itself
-        walk = _Walk(self, k)
+        walk = Walk(self, k)
         follow = not flags & O_NOFOLLOW
         if flags & O_PATH:
             return PathFile(walk.walk(path, base, follow))
@@ -435,113 +370,3 @@ class FsPolicy:
                 continue
             out.append((guest, *describe()))
         return out
-
-
-class _Walk:
-    """One path walk (``struct nameidata``): the symlink count is per walk."""
-
-    def __init__(self, policy: FsPolicy, k: Kernel | None) -> None:
-        self.p = policy
-        self.k = k
-        self.links = 0
-
-    def start(self, path: str, base: str | Node | None) -> Node:
-        if path.startswith("/"):
-            return self.p.root_node(self.k)
-        if isinstance(base, Node):
-            return base
-        if base is None:
-            base = self.k.cwd if self.k is not None else self.p.cwd
-        return self.walk(base, None, True) if base != "/" else self.p.root_node(self.k)
-
-    def walk(self, path: str, base: str | Node | None, follow: bool) -> Node:
-        if not path:
-            raise KernelError(errno.ENOENT)
-        comps = [c for c in path.split("/") if c]
-        node = self.start(path, base)
-        must_dir = path.endswith("/") and bool(comps)
-        for i, name in enumerate(comps):
-            last = i == len(comps) - 1
-            node = self._component(node, name, comps[i + 1:], (not last) or follow or must_dir)
-        if must_dir and not node.is_dir():
-            raise KernelError(errno.ENOTDIR)
-        return node
-
-    def parent(self, path: str, base: str | Node | None) -> tuple[Node, str, bool]:
-        if not path:
-            raise KernelError(errno.ENOENT)
-        comps = [c for c in path.split("/") if c]
-        node = self.start(path, base)
-        if not comps:
-            return node, ".", True
-        for i, name in enumerate(comps[:-1]):
-            node = self._component(node, name, comps[i + 1:-1], True)
-        if not node.is_dir():
-            raise KernelError(errno.ENOTDIR)
-        if len(comps[-1]) > NAME_MAX:
-            raise KernelError(errno.ENAMETOOLONG)
-        return node, comps[-1], path.endswith("/")
-
-    def _component(self, node: Node, name: str, rest: list[str], follow: bool) -> Node:
-        """One step, outside-the-view refusals made ``ENOENT`` where the host
-        lacks the rest of the path."""
-        try:
-            return self._step(node, name, follow)
-        except Denied as exc:
-            tail = "/".join(rest)
-            host = join(exc.host, tail) if tail else exc.host
-            if not os.path.lexists(host):
-                raise KernelError(errno.ENOENT) from None
-            raise Denied(join(exc.guest, tail) if tail else exc.guest, host) from None
-
-    def _step(self, node: Node, name: str, follow: bool) -> Node:
-        if len(name) > NAME_MAX:
-            raise KernelError(errno.ENAMETOOLONG)
-        if not node.is_dir():
-            raise KernelError(errno.ENOTDIR)
-        if not node.access(self.k, ACC_X):
-            raise KernelError(errno.EACCES)
-        if name == ".":
-            return node
-        if name == "..":
-            parent = os.path.dirname(node.guest) if node.guest.startswith("/") else "/"
-            return self.walk(parent, None, True) if parent != "/" else self.p.root_node(self.k)
-        child = self.p.child(self.k, node, name)
-        while follow and child.is_link():
-            child = self.follow(child, node)
-        return child
-
-    def follow(self, link: Node, directory: Node) -> Node:
-        self.links += 1
-        if self.links > MAXSYMLINKS:
-            raise KernelError(errno.ELOOP)
-        target = link.follow()
-        if isinstance(target, Node):
-            return target
-        return self.walk(target, directory, True)
-
-    def create(self, path: str, base: str | Node | None, flags: int, mode: int) -> Node | OpenFile:
-        """``open_last_lookups`` with ``O_CREAT``: the existing file (through a
-        dangling symlink too), or a new one ``EEXIST`` with ``O_EXCL``."""
-        while True:
-            parent, name, slash = self.parent(path, base)
-            if slash or name in (".", ".."):
-                raise KernelError(errno.EISDIR)
-            try:
-                child = self.p.child(self.k, parent, name)
-            except KernelError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
-                assert self.k is not None
-                return parent.create(self.k, name, flags, mode)
-            if flags & O_EXCL:
-                raise KernelError(errno.EEXIST)
-            if not child.is_link() or flags & O_NOFOLLOW:
-                return child
-            self.links += 1
-            if self.links > MAXSYMLINKS:
-                raise KernelError(errno.ELOOP)
-            target = child.follow()
-            if isinstance(target, Node):
-                return target
-            path, base = target, parent

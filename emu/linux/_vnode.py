@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ._kernel import Kernel
 
 __all__ = ["Node", "Denied", "Dirent", "ViewFile", "DirStream", "PathFile", "BytesFile",
-           "SymlinkNode", "StatFs", "make_stat", "permits", "check_open_mode", "mmap_source",
+           "SymlinkNode", "Passage", "StatFs", "make_stat", "permits", "check_open_mode", "mmap_source",
            "path_ino", "join", "dtype_of", "DT_DIR", "DT_REG", "DT_LNK", "DT_CHR", "ACC_R", "ACC_W",
            "ACC_X"]
 
@@ -212,6 +212,60 @@ class SymlinkNode(Node):
 
     def statfs(self) -> StatFs:
         return StatFs(0x01021994, 4096, 0, 0, 0, 0, 0)
+
+
+class Passage(Node):
+    """A directory on the way to a mount point: it holds only what leads there;
+    any other name in it is outside the view (``Denied``: the walk makes it
+    ``ENOENT`` when the host lacks it)."""
+
+    def mode(self) -> int:
+        return stat.S_IFDIR | 0o555
+
+    def stat(self) -> os.stat_result:
+        try:
+            st = os.stat(self.guest)            # the host's directory of that name, if any
+            if stat.S_ISDIR(st.st_mode):
+                return st
+        except OSError:
+            pass
+        return make_stat(self.mode(), path_ino(self.guest), 0x2B, nlink=2)
+
+    def lookup(self, name: str) -> Node:
+        raise Denied(join(self.guest, name))
+
+    def entries(self) -> list[Dirent]:
+        return []                               # the mount table's entries come as extras
+
+    def access(self, k: Kernel | None, want: int) -> bool:
+        return not want & ~(ACC_R | ACC_X)
+
+    def _deny(self, name: str = "") -> None:
+        raise Denied(join(self.guest, name) if name else self.guest)
+
+    def create(self, k: Kernel, name: str, flags: int, mode: int) -> OpenFile:
+        raise Denied(join(self.guest, name))
+
+    def mkdir(self, k: Kernel, name: str, mode: int) -> None:
+        self._deny(name)
+
+    def symlink(self, k: Kernel, name: str, target: str) -> None:
+        self._deny(name)
+
+    def link(self, k: Kernel, old: Node, name: str) -> None:
+        self._deny(name)
+
+    def unlink(self, name: str, *, rmdir: bool = False) -> None:
+        self._deny(name)
+
+    def rename(self, name: str, newdir: Node, newname: str, flags: int) -> None:
+        self._deny(name)
+
+    def chmod(self, mode: int) -> None:
+        self._deny()
+
+    def utimens(self, atime: int | None, mtime: int | None) -> None:
+        self._deny()
 
 
 # --- open files that belong to the view -------------------------------------------------
