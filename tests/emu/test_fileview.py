@@ -284,6 +284,7 @@ COMMANDS = [
     ["cp", "-r", "a", "copy"],
     ["rm", "-r", "a"],
     ["ls", "-a", "-R"],
+    ["ls", "-la", "--time-style=+%s"],
     ["sort", "-S", "1K", "-T", "/tmp", "a/one.txt"],
     ["tar", "cf", "out.tar", "a", "link"],
     ["sh", "-c", "tar cf - a | (mkdir u && cd u && tar xf -) && find u"],
