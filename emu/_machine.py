@@ -187,6 +187,29 @@ class Machine(TaskingMixin, StopsMixin):
         if self.kernel is not None:
             self.kernel.files.close_all()
 
+    def release(self) -> None:
+        """Give back the engine and the memory of a machine no task will run again
+        (the address space of an ended process, or one it left by ``execve``):
+        its regions are unmapped and its engine dropped, so using it afterwards
+        raises ``AttributeError`` rather than touching freed memory."""
+        if getattr(self, "_released", False):
+            return
+        with self._owner:
+            for r in list(self.mem.regions):
+                self.mem.unmap(r)
+            self._released = True
+            self.extensions.clear()
+            self.traps.clear()
+            for callbacks in (self.on_start, self.on_task_exit, self.on_call_start, self.on_call_end,
+                              self.rip_fixups):
+                callbacks.clear()           # clients' state (probes) goes with the machine
+            self.kernel = None
+            self.symbols = SymbolTable()        # an ended process's symbols weigh megabytes
+            self.objects = ObjectTable(self.symbols)
+            self.on_object_mapped = self.objects.on_mapped
+            for name in ("engine", "cpu", "mem", "_hooks", "_uc"):
+                delattr(self, name)
+
     @property
     def processes(self) -> list[Any]:
         """Every process of the program's run, in creation order (each an
@@ -587,6 +610,7 @@ class Machine(TaskingMixin, StopsMixin):
             for p in kernel.world.all:          # the other processes' machines rest too
                 if p.m is not self:
                     p.m.sched, p.m._depth = None, 0
+            kernel.world.release_dead(None)
         # Every thread ended by exit() without exit_group: the kernel ended the
         # process when the last one went (do_exit -> the group's exit).
         if kernel.exited is not None:

@@ -196,6 +196,9 @@ class Memory:
         self._uc.mem_unmap(region.start, region.size)
         self._remove(region)
         self.mapped -= region.size
+        # Whoever still holds the region (a task's stack) holds no host memory.
+        region.buf = region.view = memoryview(b"")
+        region.ptr = 0
 
     def _remove(self, region: Region) -> None:
         i = self._regions.index(region)

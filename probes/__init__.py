@@ -29,9 +29,9 @@ from ._control import (
 )
 from ._errors import ProbeError
 from ._follow import probe_copies
-from ._pending import pending_probes
 from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE, KPROBE_FLAG_OPTIMIZED, Kprobe
 from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, Kretprobe, KretprobeInstance
+from ._pending import pending_probes
 from ._regs import PtRegs, regs_get_kernel_argument, regs_return_value
 from ._report import list_probes, stack_trace
 
@@ -39,7 +39,8 @@ __all__ = [
     "KPROBE_FLAG_DISABLED", "KPROBE_FLAG_GONE", "KPROBE_FLAG_OPTIMIZED",
     "KRETPROBE_MAX_DATA_SIZE", "Kprobe", "Kretprobe", "KretprobeInstance", "ProbeError",
     "PtRegs", "add_blacklist", "arm_all", "disable_kprobe", "disable_kretprobe",
-    "disarm_all", "enable_kprobe", "enable_kretprobe", "list_probes", "pending_probes", "probe_copies", "register_kprobe",
+    "disarm_all", "enable_kprobe", "enable_kretprobe", "list_probes", "pending_probes",
+    "probe_copies", "register_kprobe",
     "register_kprobes", "register_kretprobe", "register_kretprobes",
     "regs_get_kernel_argument", "regs_return_value", "set_optimization", "stack_trace",
     "unregister_kprobe", "unregister_kprobes", "unregister_kretprobe", "unregister_kretprobes",

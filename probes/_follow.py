@@ -29,6 +29,7 @@ copies the return instances instead: ``dup_utask``).
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 from emu import Machine
@@ -53,8 +54,9 @@ def follow_processes(m: Machine) -> None:
 
 
 def probe_copies(probe: Kprobe | Kretprobe) -> list[Kprobe | Kretprobe]:
-    """The copies of ``probe`` registered in other processes (forks, execs)."""
-    return list(getattr(probe, "_copies", []))
+    """The copies of ``probe`` registered in other processes (forks, execs) whose
+    machines still exist (an ended process's go with its machine)."""
+    return list(getattr(probe, "_copies", ()))
 
 
 def _probes_of(m: Machine) -> list[Kprobe | Kretprobe]:
@@ -87,8 +89,9 @@ def _copy(probe: Kprobe | Kretprobe) -> Kprobe | Kretprobe:
                       post_handler=probe.post_handler, flags=probe.flags & KPROBE_FLAG_DISABLED)
     copy._origin = origin                   # type: ignore[union-attr]
     if not hasattr(origin, "_copies"):
-        origin._copies = []                 # type: ignore[union-attr]
-    origin._copies.append(copy)             # type: ignore[union-attr]
+        # Weak: an ended process's machine, its probes and their copies go together.
+        origin._copies = weakref.WeakSet()  # type: ignore[union-attr]
+    origin._copies.add(copy)                # type: ignore[union-attr]
     return copy
 
 

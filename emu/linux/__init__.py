@@ -22,13 +22,13 @@ from . import (  # noqa: F401  (register handlers)
     _sys_thread,
 )
 from ._diag import Diagnostics
-from ._fs import SYSTEM_LIBRARY_DIRS, FsPolicy
+from ._fs import SYSTEM_LIBRARY_DIRS, FsPolicy, Mount, parse_mount
 from ._kernel import Kernel, ProcessExit
 from ._mm import AddressSpace
 from ._registry import SYSCALLS, KernelError, syscall
 from ._sysnr import SYSCALL_NAMES, SYSCALL_NUMBERS
 
 __all__ = [
-    "AddressSpace", "Diagnostics", "FsPolicy", "Kernel", "KernelError", "ProcessExit", "SYSCALLS",
-    "SYSCALL_NAMES", "SYSCALL_NUMBERS", "SYSTEM_LIBRARY_DIRS", "syscall",
+    "AddressSpace", "Diagnostics", "FsPolicy", "Kernel", "KernelError", "Mount", "ProcessExit", "SYSCALLS",
+    "SYSCALL_NAMES", "SYSCALL_NUMBERS", "SYSTEM_LIBRARY_DIRS", "parse_mount", "syscall",
 ]

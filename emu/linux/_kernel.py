@@ -161,7 +161,7 @@ class Kernel:
     def deny(self, path: str) -> None:
         if path not in self.denied:
             self.denied.append(path)
-            self.report(f"denied access to {path!r}: outside the guest's file view", DENIED)
+            self.report(f"denied access to {path!r}: not allowed by the guest's file view", DENIED)
 
     # --- guest memory helpers ---------------------------------------------------------
     def read_str(self, addr: int, limit: int = 4096) -> str:

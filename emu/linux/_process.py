@@ -40,6 +40,7 @@ class ProcessTable:
         root.m.next_tid = self.next_tid
         self._exits = 0
         self._dead: list[Machine] = []       # machines of ended processes, to release
+        self.root_machine = root.m
 
     def next_tid(self) -> int:
         """A new pid or tid, unique in the run."""
@@ -113,14 +114,23 @@ class ProcessTable:
                     task.state = DONE
 
     def release_dead(self, running: Machine | None) -> None:
-        """Give back the memory of ended processes' machines (not the one whose
-        engine is running: it is released at a later call)."""
+        """Give back the memory and engines of ended processes' machines (not the
+        one whose engine is running: it goes at a later call). The run's first
+        machine, the caller's handle, keeps its engine; only its memory goes."""
         keep = []
+        first = self.root_machine
         for m in self._dead:
-            if m is running:
+            if m is running or any(p.m is m for p in self.live()):
                 keep.append(m)
-                continue
-            for r in list(m.mem.regions):
-                if r.start != m.exit_address:
-                    m.mem.unmap(r)
+            elif m is first:
+                for r in list(m.mem.regions):
+                    if r.start != m.exit_address:
+                        m.mem.unmap(r)
+            else:
+                for k in self.all:              # their last references to the engine
+                    if k.m is m:
+                        for name in ("cpu", "mem", "mm"):
+                            if name in vars(k):
+                                delattr(k, name)
+                m.release()
         self._dead = keep

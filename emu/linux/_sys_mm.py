@@ -18,10 +18,11 @@ from __future__ import annotations
 import errno
 
 from .._memory import PAGE, page_up
-from ._files import HostFile
+from ._files import HostFile, OpenFile
 from ._kernel import Kernel
 from ._mm import ANON, HEAP, MMAP_MIN_ADDR, STACK, TASK_SIZE, prot_to_perms
 from ._registry import KernelError, s32, syscall
+from ._vnode import mmap_source
 
 # include/uapi/asm-generic/mman-common.h, mman.h
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
@@ -30,7 +31,6 @@ MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 MADV_DONTNEED = 4
 _COPY_CHUNK = 1 << 20          # a file mapping is read this much at a time
 _LOFF_MAX = (1 << 63) - 1
-_DEV_ZERO = "/dev/zero"
 
 
 def _check_range(addr: int, length: int) -> int:
@@ -54,19 +54,14 @@ def _fixed_start(k: Kernel, addr: int, size: int, replace: bool) -> int:
     return addr
 
 
-def _mapped_file(k: Kernel, fd: int) -> HostFile | None:
-    """The file to copy into a mapping; ``None`` for ``/dev/zero`` (anonymous memory)."""
-    f = k.files[s32(fd)]
-    if not isinstance(f, HostFile):
-        raise KernelError(errno.EACCES)
-    if f.regular:
-        return f
-    if f.realpath == _DEV_ZERO:
-        return None
-    raise KernelError(errno.ENODEV)
+def _mapped_file(k: Kernel, fd: int) -> OpenFile | None:
+    """The file to copy into a mapping (a host file, an in-memory one of /tmp or
+    memfd_create); ``None`` for ``/dev/zero`` (anonymous memory); ``ENODEV`` for
+    the rest (``vnode.mmap_source``)."""
+    return mmap_source(k.files[s32(fd)])
 
 
-def _copy_file(k: Kernel, f: HostFile, start: int, length: int, offset: int) -> None:
+def _copy_file(k: Kernel, f: OpenFile, start: int, length: int, offset: int) -> None:
     """Copy the file's bytes from ``offset`` into the mapping, a chunk at a time."""
     pos = 0
     while pos < length:
@@ -100,10 +95,12 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int, 
     else:
         start = k.mm.find_free(size, addr & ~(PAGE - 1))
     perms = prot_to_perms(prot)
-    k.mm.map(start, size, perms, f.realpath if f else ANON, fixed=fixed)
+    name = ANON if f is None else f.realpath if isinstance(f, HostFile) else f.path
+    k.mm.map(start, size, perms, name, fixed=fixed)
     if f is not None:
         _copy_file(k, f, start, length, offset)
-        k.m.objects.note_file_mapping(f.path, f.realpath, offset, start, start + size, perms)
+        if isinstance(f, HostFile):         # a shared object the interpreter maps is a host file
+            k.m.objects.note_file_mapping(f.path, f.realpath, offset, start, start + size, perms)
     return start
 
 

@@ -241,6 +241,8 @@ def _wait(k: Kernel, idtype: int, ident: int, options: int, what: str) -> Kernel
     Raises:
         KernelError: ``ECHILD``, no such child.
     """
+    sched = k.m.sched
+    k.world.release_dead(sched.running if sched is not None else k.m)
     children = _matching(k, idtype, ident)
     if not children:
         raise KernelError(errno.ECHILD)

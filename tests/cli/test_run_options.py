@@ -212,7 +212,7 @@ def test_denials_are_one_summary_line_at_the_end(tmp_path: Path, guest_bin: Path
     status, _out, err = _run(capfd, "run", "-v", "--fs", "none", sysprobe, "cat", str(secret))
     assert status == 1
     assert err.splitlines()[-2:] == [
-        f"kprobe-emu: denied access to '{secret}': outside the guest's file view",
+        f"kprobe-emu: denied access to '{secret}': not allowed by the guest's file view",
         "kprobe-emu: 1 file access denied"]
 
 

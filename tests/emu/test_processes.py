@@ -155,3 +155,18 @@ def test_stat_of_a_pipe_is_a_fifo() -> None:
     end = PipeReader(Pipe())
     assert end.host_stat() is None          # no host file: stat_of reports a FIFO
     assert stat.S_ISFIFO(os.stat("/dev/null").st_mode) is False
+
+
+def test_ended_processes_give_their_engines_back(bindir: Path) -> None:
+    """Thirty children come and go: their machines are released (engine, memory,
+    symbols), only the first machine's engine is left."""
+    import gc
+
+    from unicorn import Uc
+
+    status, _out, m = _emulated(bindir, "dyn", "tree", "30")
+    assert status == 0
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, Uc)] == [m.uc]
+    assert all(getattr(p.m, "_released", False) for p in m.processes[1:])
+    assert len(m.processes) == 31
