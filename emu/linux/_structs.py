@@ -11,7 +11,7 @@ import stat as _stat
 import struct
 
 __all__ = ["pack_stat", "pack_statx", "fifo_stat", "fifo_statx", "pack_utsname", "TIMESPEC",
-           "TIMEVAL", "RLIMIT", "IOVEC", "UTSNAME", "RLIM_INFINITY", "RLIMITS"]
+           "TIMEVAL", "RLIMIT", "IOVEC", "UTSNAME", "RLIM_INFINITY"]
 
 # struct stat: dev ino nlink mode uid gid pad rdev size blksize blocks
 #              atime atime_ns mtime mtime_ns ctime ctime_ns reserved[3]
@@ -29,19 +29,6 @@ UTSNAME = ("Linux", "kprobe-emu", "6.1.0-kprobe-emu", "#1 SMP PREEMPT_DYNAMIC kp
            "x86_64", "(none)")
 
 RLIM_INFINITY = (1 << 64) - 1
-# The limits a fresh shell sees; RLIMIT_STACK matches the mapped stack.
-RLIMITS: dict[int, tuple[int, int]] = {
-    0: (RLIM_INFINITY, RLIM_INFINITY),   # RLIMIT_CPU
-    1: (RLIM_INFINITY, RLIM_INFINITY),   # RLIMIT_FSIZE
-    2: (RLIM_INFINITY, RLIM_INFINITY),   # RLIMIT_DATA
-    3: (8 << 20, RLIM_INFINITY),         # RLIMIT_STACK
-    4: (0, RLIM_INFINITY),               # RLIMIT_CORE
-    5: (RLIM_INFINITY, RLIM_INFINITY),   # RLIMIT_RSS
-    6: (63_000, 63_000),                 # RLIMIT_NPROC
-    7: (1024, 1 << 20),                  # RLIMIT_NOFILE
-    8: (8 << 20, 8 << 20),               # RLIMIT_MEMLOCK
-    9: (RLIM_INFINITY, RLIM_INFINITY),   # RLIMIT_AS
-}
 
 
 def pack_stat(st: os.stat_result) -> bytes:

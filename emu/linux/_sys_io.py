@@ -161,10 +161,15 @@ def _waiting(k: Kernel, f: OpenFile, transfer: Callable[[], int]) -> int:
         raise                                       # pragma: no cover - block_on raises
     except KernelError as exc:
         if exc.errno == errno.EPIPE:
-            task = k.m.current_task
-            k.signals.send(SIGPIPE, siginfo(SIGPIPE, SI_USER, pid=k.pid, uid=k.uid), task)
-            k.signals.recheck()
+            send_sigpipe(k)
         raise
+
+
+def send_sigpipe(k: Kernel) -> None:
+    """A write found no reader: ``SIGPIPE`` to the writing thread (``pipe_write``)."""
+    task = k.m.current_task
+    k.signals.send(SIGPIPE, siginfo(SIGPIPE, SI_USER, pid=k.pid, uid=k.uid), task)
+    k.signals.recheck()
 
 
 @syscall("read")

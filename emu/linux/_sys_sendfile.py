@@ -36,6 +36,7 @@ from ._files import OpenFile
 from ._kernel import Kernel
 from ._pipe import WouldBlock
 from ._registry import KernelError, s32, syscall
+from ._sys_io import send_sigpipe
 from ._wait import block_on
 
 MAX_RW_COUNT = 0x7FFF_F000          # INT_MAX & PAGE_MASK (include/linux/fs.h)
@@ -94,6 +95,10 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) ->
             raise
         block_on(k, wait.what, [wait.queue])
         raise                               # pragma: no cover - block_on raises
+    except KernelError as exc:
+        if exc.errno == errno.EPIPE:
+            send_sigpipe(k)
+        raise
     if start is not None:
         if pos is not None:
             k.write(offset, _LOFF.pack(start + done))

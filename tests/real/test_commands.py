@@ -106,6 +106,10 @@ COMMANDS: list[tuple[list[str], bool]] = [
     (PY + ["import tempfile, os; f = tempfile.NamedTemporaryFile(); f.write(b'xyz'); f.flush(); "
            "print(os.path.getsize(f.name))"], True),
     (PY + ["import sys; print(sys.stdin.read().upper(), end='')"], True),
+    (PY + ["import os, signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL); r, w = os.pipe(); "
+           "os.close(r); f = os.open('a.txt', os.O_RDONLY); os.sendfile(w, f, 0, 4)"], True),
+    (PY + ["import os; r, w = os.pipe(); os.close(r)\ntry: os.write(w, b'x')\n"
+           "except BrokenPipeError as e: print('EPIPE', e.errno)"], True),
 ]
 
 
