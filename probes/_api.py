@@ -17,6 +17,7 @@ from emu import Machine
 from ._core import get_manager
 from ._errors import ProbeError
 from ._exclusive import exclusive
+from ._follow import follow_processes
 from ._kprobe import Kprobe
 from ._kretprobe import KRETPROBE_MAX_DATA_SIZE, KRETPROBE_MAXACTIVE_LIMIT, Kretprobe
 from ._pending import defer_if_pending, forget_pending
@@ -36,9 +37,13 @@ def register_kprobe(m: Machine, kp: Kprobe) -> None:
     """Plant ``kp``. Raises :class:`ProbeError` with the kernel's errno."""
     if not isinstance(kp, Kprobe):
         raise TypeError(f"register_kprobe() needs a Kprobe, got {type(kp).__name__}")
+    follow_processes(m)                     # pending or armed, it follows forks and execs
     if defer_if_pending(m, kp, kp, register_kprobe):      # "libc.so.6:malloc" before libc
         return
     get_manager(m).register(kp)
+    origin = getattr(kp._kretprobe or kp, "_origin", None)
+    if origin is not None:                  # a copy in another process armed (probes._follow)
+        origin._armed_in_copy = True
 
 
 @exclusive
@@ -80,6 +85,7 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
         raise TypeError(f"register_kretprobe() needs a Kretprobe, got {type(rp).__name__}")
     if rp.kp._mgr is not None:
         raise ProbeError(errno.EINVAL, f"{rp!r} is already registered")
+    follow_processes(m)
     if defer_if_pending(m, rp.kp, rp, register_kretprobe):
         return
     _check_func_entry(m, rp)

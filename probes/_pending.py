@@ -117,13 +117,16 @@ def forget_pending(m: Machine, probe: Any) -> bool:
 
 def pending_probes(m: Machine) -> list[tuple[Any, str]]:
     """The probes still waiting on ``m``, in registration order, each with why:
-    ``"no mapped object matches 'libcc'; mapped: prog, ld-linux-x86-64.so.2, libc.so.6"``."""
+    ``"no mapped object matches 'libcc'; mapped: prog, ld-linux-x86-64.so.2, libc.so.6"``.
+    A probe whose copy armed in another process of the run (it followed a fork
+    or an exec there, ``probes._follow``) is not waiting any more."""
     pending = _pending(m, create=False)
     if pending is None:
         return []
     mapped = ", ".join(obj.name for obj in m.objects) or "nothing"
     return [(probe, f"no mapped object matches {obj!r}; mapped: {mapped}")
-            for obj, _kp, probe, _register in pending.waiting]
+            for obj, _kp, probe, _register in pending.waiting
+            if not getattr(probe, "_armed_in_copy", False)]
 
 
 def probe_target(probe: Any) -> str:

@@ -96,3 +96,27 @@ def test_posix_spawn_child_under_probes(bindir: Path) -> None:
     register_kprobe(m, Kprobe(symbol_name="libc:printf", pre_handler=_counting(hits)))
     assert m.run() == 0
     assert hits == {(1, "procs.dyn"): 1, (2, "procs.dyn"): 1}
+
+
+def test_a_probe_armed_only_in_an_execd_program_is_not_never_armed(bindir: Path, tmp_path: Path) -> None:
+    """The first program never maps the object (a static build), the program it
+    execs does (a dynamic one): the copy arms there, so the probe is not reported
+    as never armed on the first machine."""
+    from probes import pending_probes
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("procs.static", "procs.dyn"):
+        (root / name).write_bytes((bindir / name).read_bytes())
+        (root / name).chmod(0o755)
+    m = Machine.from_elf(str(root / "procs.static"), ["./procs.static", "run", "./procs.dyn", "hello", "x"],
+                         fs_root=str(root))
+    m.stdout = io.BytesIO()
+    hits: collections.Counter[tuple[int, str]] = collections.Counter()
+    kp = Kprobe(symbol_name="libcc:puts", pre_handler=_counting(hits))
+    kp2 = Kprobe(symbol_name="libc:printf", pre_handler=_counting(hits))
+    register_kprobe(m, kp)
+    register_kprobe(m, kp2)
+    assert m.run() == 0
+    assert hits == {(2, "procs.dyn"): 1}
+    assert [p for p, _why in pending_probes(m)] == [kp]     # libcc: mapped by no process
