@@ -276,6 +276,7 @@ class Scheduler:
             gpr[RIP] -= 2
             gpr[RAX] = task.restart
             task.restart = None
+            task.retrying = True
             task.wake_value = None
         elif task.wake_value is not None:
             m.cpu.gpr[RAX] = task.wake_value

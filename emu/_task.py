@@ -63,6 +63,10 @@ class Task:
     spawned: bool = field(default=False, repr=False)      # made by Machine.spawn
     # The system call to run again when the task is woken (emu.linux._wait), or None.
     restart: int | None = field(default=None, repr=False)
+    # Running that call again (set when it is resumed, cleared when it returns),
+    # and the deadline of its wait: a wake that finds nothing keeps the first one.
+    retrying: bool = field(default=False, repr=False)
+    retry_deadline: int | None = field(default=None, repr=False)
     machine: Any = field(default=None, repr=False)        # the Machine (address space) it runs in
     process: Any = field(default=None, repr=False)        # its process (emu.linux.Kernel), or None
     # The syscall layer's per-thread signal state (emu.linux._signal.ThreadSignals):

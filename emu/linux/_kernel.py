@@ -232,7 +232,8 @@ class Kernel:
             try:
                 nr = gpr[RAX]
                 # The calling task's process: a vfork child runs in its parent's machine.
-                k = m.current_task.process or self
+                task = m.current_task
+                k = task.process or self
                 try:
                     entry = table.get(nr)
                     if entry is None:
@@ -251,6 +252,8 @@ class Kernel:
                     if isinstance(exc, EmuError | ProcessExit) or _raised_in_callback(exc):
                         raise
                     ret = -k._host_error(nr, exc) & MASK64
+                finally:
+                    task.retrying = False
                 gpr[RAX] = ret
                 gpr[RCX] = gpr[RIP] + 2
                 gpr[R11] = cpu.eflags

@@ -18,7 +18,7 @@ from ._files import OpenFile
 from ._kernel import Kernel
 from ._pipe import Pipe, PipeReader, PipeWriter
 from ._registry import KernelError, s32, syscall
-from ._wait import WaitQueue, block_on
+from ._wait import WaitQueue, block_on, deadline_after
 
 O_NONBLOCK, O_CLOEXEC, O_DIRECT = 0o4000, 0o2000000, 0o40000
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
@@ -82,7 +82,7 @@ def _wait_or_return(k: Kernel, what: str, files: list[OpenFile], timeout_ns: int
     if timeout_ns == 0:
         return 0
     queues: list[WaitQueue] = [q for f in files if (q := f.poll_queue()) is not None]
-    deadline = None if timeout_ns is None else k.m.clock + timeout_ns
+    deadline = deadline_after(k, timeout_ns)
     block_on(k, what, queues, deadline)
     return 0                                          # pragma: no cover - block_on raises
 

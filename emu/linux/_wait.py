@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._task import Task
     from ._kernel import Kernel
 
-__all__ = ["WaitQueue", "block_on", "Blocked"]
+__all__ = ["WaitQueue", "block_on", "Blocked", "deadline_after"]
 
 
 class Blocked(Exception):
@@ -53,6 +53,18 @@ class WaitQueue:
         return bool(self._waiters)
 
 
+def deadline_after(k: Kernel, timeout_ns: int | None) -> int | None:
+    """The virtual time a wait of ``timeout_ns`` ends: from now for a new call,
+    the first wait's deadline for a call running again after a wake that found
+    nothing (a timeout is not stretched by wakes)."""
+    if timeout_ns is None:
+        return None
+    task = k.m.current_task
+    if task.retrying and task.retry_deadline is not None:
+        return task.retry_deadline
+    return k.m.clock + timeout_ns
+
+
 def block_on(k: Kernel, what: str, queues: list[WaitQueue], deadline: int | None = None,
              on_timeout: Callable[[], int] | None = None) -> None:
     """Park the current task on ``queues`` and end the system call; it runs again
@@ -75,6 +87,7 @@ def block_on(k: Kernel, what: str, queues: list[WaitQueue], deadline: int | None
     for queue in queues:
         queue.add(sched, task)
     task.restart = int(k.cpu.gpr[RAX])
+    task.retry_deadline = deadline
     sched.block(task, what, deadline)
     if deadline is not None:
         def timed_out(t: Task) -> None:

@@ -11,11 +11,15 @@
  *   procs segv       a child dereferences NULL: the parent sees signal 11
  *   procs run P A..  execv(P, [P, A...]) in a child: its status, or the errno of a failed exec
  *   procs spin       a child spins forever while the parent waits for it (Ctrl-C tests)
+ *   procs pollwake   poll(POLLOUT, 5 ms) on a full pipe while a child reads and refills a byte
+ *                    every 1 ms (a wake, never room): the poll still ends after 5 ms
  *   procs kill       SIGTERM to a child that waits in pause(); SIGUSR1 to the group, handled
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -184,6 +188,41 @@ int main(int argc, char **argv) {
             for (volatile long i = 0;; i++)
                 ;
         waitpid(pid, &status, 0);
+        return 0;
+    }
+    if (!strcmp(mode, "pollwake")) {
+        int data[2], stop[2];
+        pipe(data);
+        pipe(stop);
+        fcntl(stop[0], F_SETFL, O_NONBLOCK);
+        fcntl(data[1], F_SETFL, O_NONBLOCK);
+        char block[4096] = {0};
+        while (write(data[1], block, sizeof block) > 0)
+            ;                                   /* full: no room for PIPE_BUF bytes */
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(stop[1]);
+            int rounds = 0;
+            char c;
+            while (rounds < 100 && read(stop[0], &c, 1) < 0) {
+                read(data[0], &c, 1);           /* a wake for writers, not room enough */
+                write(data[1], &c, 1);
+                struct timespec ms = {0, 1000000};
+                nanosleep(&ms, NULL);
+                rounds++;
+            }
+            printf("child woke the poller %s\n", rounds < 20 ? "a few times" : "until the end");
+            fflush(stdout);
+            _exit(0);
+        }
+        close(stop[0]);
+        struct pollfd p = {data[1], POLLOUT, 0};
+        int n = poll(&p, 1, 5);
+        printf("poll: %d\n", n);
+        fflush(stdout);
+        write(stop[1], "s", 1);
+        waitpid(pid, &status, 0);
+        report(pid, status);
         return 0;
     }
     if (!strcmp(mode, "kill")) {

@@ -45,6 +45,16 @@ def test_scenario_as_natively(bindir: Path, flavour: str, mode: str) -> None:
     assert (status, out) == _native(bindir, flavour, mode)
 
 
+def test_a_poll_timeout_is_not_stretched_by_wakes(bindir: Path) -> None:
+    """poll(POLLOUT, 5 ms) on a full pipe a child reads and refills by a byte every
+    1 ms (a wake, never PIPE_BUF bytes of room): each wake runs the call again,
+    which keeps its first deadline, so the poll ends after 5 ms of virtual time,
+    while the child still runs, not after its last wake."""
+    status, out, _m = _emulated(bindir, "static", "pollwake")
+    assert status == 0
+    assert out == b"poll: 0\nchild woke the poller a few times\nchild exited 0\n"
+
+
 def test_children_are_processes_with_their_own_pids(bindir: Path) -> None:
     """m.processes: the first process is pid 1 with no parent; each child has a
     new pid, its parent's pid as ppid, and its exit status; tasks carry their pid."""
