@@ -79,6 +79,10 @@ class Machine(TaskingMixin, StopsMixin):
         fast_registers: use the live register block (see :mod:`emu._cpu`).
         mem_limit: the most bytes the guest may have mapped (default 4 GiB):
             a guest ``mmap``, ``brk`` or ``mremap`` past it fails with ``ENOMEM``.
+            The processes of a run share it.
+        tcg_buffer_size: bytes of host address space for translated code
+            (Unicorn's default: 1 GiB of reserved, untouched memory; a full
+            buffer is flushed and code is translated again).
 
     A machine holds host resources (the guest's open files); :meth:`close` or a
     ``with`` block releases them, and so does collecting the machine. It runs on
@@ -88,8 +92,10 @@ class Machine(TaskingMixin, StopsMixin):
 
     def __init__(self, *, max_insns: int | None = DEFAULT_MAX_INSNS,
                  timeout: float | None = None, fast_registers: bool = True,
-                 mem_limit: int = DEFAULT_MEM_LIMIT) -> None:
+                 mem_limit: int = DEFAULT_MEM_LIMIT, tcg_buffer_size: int | None = None) -> None:
         self._uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        if tcg_buffer_size is not None:     # before anything initialises the engine
+            self._uc.ctl_set_tcg_buffer_size(tcg_buffer_size)  # type: ignore[attr-defined]
         # Unicorn's default (CPU) TLB drops address bits 52..63, so a non-canonical
         # address such as 0x0010000000400000 silently aliases 0x400000. The virtual
         # TLB keeps all 64 bits and asks a hook on each fill (on_tlb_fill): it

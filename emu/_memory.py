@@ -115,6 +115,9 @@ class Memory:
         self._uc = uc
         self.limit = limit
         self.mapped = 0                        # bytes in every region (<= limit)
+        # Bytes the other address spaces sharing this one's limit hold (the other
+        # processes of a run, emu.linux), or None: the limit is this one's alone.
+        self.others: Callable[[], int] | None = None
         self._regions: list[Region] = []       # sorted by start
         self._starts: list[int] = []
         self._last: Region | None = None
@@ -133,8 +136,10 @@ class Memory:
         if self.overlaps(start, start + size):
             raise EmuError(f"mapping {start:#x}-{start + size:#x} ({name}) overlaps an existing one")
         if not self.fits(size):
+            others = self.others() if self.others else 0
             raise EmuError(f"mapping {size} bytes ({name or 'anonymous'}) at {start:#x} would put "
-                           f"{self.mapped + size} bytes in the guest, over mem_limit ({self.limit} bytes)")
+                           f"{self.mapped + size} bytes in the guest (its other processes: {others} "
+                           f"more), over mem_limit ({self.limit} bytes)")
         try:
             buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
         except OSError as exc:
@@ -148,8 +153,10 @@ class Memory:
         return region
 
     def fits(self, size: int, freed: int = 0) -> bool:
-        """Whether ``size`` more bytes (``freed`` fewer elsewhere) stay within :attr:`limit`."""
-        return self.mapped - freed + size <= self.limit
+        """Whether ``size`` more bytes (``freed`` fewer elsewhere) stay within :attr:`limit`
+        (with what the other address spaces of the run hold, :attr:`others`)."""
+        others = self.others() if self.others is not None else 0
+        return self.mapped + others - freed + size <= self.limit
 
     def _insert(self, region: Region) -> None:
         i = bisect.bisect_left(self._starts, region.start)

@@ -28,6 +28,7 @@ from .._errors import LoadError
 from ._files import HostFile
 from ._futex import FutexTable
 from ._kernel import Kernel
+from ._process import CHILD_TCG_BUFFER, host_has_room
 from ._registry import KernelError, s32, syscall
 from ._signal import SIG_IGN, SigAction, ThreadSignals, thread_signals
 from ._sys_path import AT_EMPTY_PATH, AT_FDCWD, resolve
@@ -129,7 +130,9 @@ def _script_line(host: str) -> tuple[str, str] | None:
 def _replace_image(k: Kernel, host: str, shown: str, argv: list[bytes], envp: list[bytes]) -> None:
     from .._elf import exec_image
     old = k.m
-    nm = _fresh_machine(old)
+    if not host_has_room(CHILD_TCG_BUFFER + (64 << 20)):
+        raise KernelError(errno.ENOMEM)
+    nm = _fresh_machine(k, old)
     try:
         mm, entry = exec_image(nm, host, argv, envp, k.fs, k.rng.randbytes(16), k.uid, k.gid,
                                os.path.normpath(os.path.join(k.cwd, shown)))
@@ -163,6 +166,7 @@ def _replace_image(k: Kernel, host: str, shown: str, argv: list[bytes], envp: li
     k.exe_path = host
     k.entry = entry
     nm.kernel = k
+    k.world.adopt(nm)
     k.install()
     if not any(p.m is old for p in k.world.live()):
         k.world._dead.append(old)
@@ -173,9 +177,13 @@ def _replace_image(k: Kernel, host: str, shown: str, argv: list[bytes], envp: li
         sched.end_slice_now()
 
 
-def _fresh_machine(old: Machine) -> Machine:
+def _fresh_machine(k: Kernel, old: Machine) -> Machine:
     from .._machine import Machine
-    nm = Machine(max_insns=old.max_insns, timeout=old.timeout, mem_limit=old.mem.limit)
+    nm = Machine(max_insns=old.max_insns, timeout=old.timeout, mem_limit=old.mem.limit,
+                 tcg_buffer_size=CHILD_TCG_BUFFER)
+    # While it loads, the old image still counts, unless a vfork parent shares it.
+    shared = any(p.m is old for p in k.world.live() if p is not k)
+    nm.mem.others = lambda: k.world.mapped_except(nm) - (0 if shared else old.mem.mapped)
     nm.seed, nm.timeslice, nm.exact_clock = old.seed, old.timeslice, old.exact_clock
     nm.stdout, nm.stderr = old.stdout, old.stderr
     nm.unknown_syscalls = old.unknown_syscalls

@@ -16,9 +16,13 @@ namespace's init, ``forget_original_parent``), ``release_task`` when reaped.
 
 from __future__ import annotations
 
+import errno
+import re
+import resource
 from typing import TYPE_CHECKING
 
 from .._task import DONE
+from ._registry import KernelError
 
 if TYPE_CHECKING:
     from .._machine import Machine
@@ -28,6 +32,11 @@ __all__ = ["ProcessTable", "CLD_EXITED", "CLD_KILLED"]
 
 CLD_EXITED, CLD_KILLED = 1, 2          # include/uapi/asm-generic/siginfo.h
 _SIGKILL = 9
+# Host resources a process costs beyond its guest memory: an engine with its own
+# translation buffer (the first machine keeps Unicorn's 1 GiB default).
+MAX_PROCESSES = 128                     # live processes of a run; past it fork is EAGAIN
+CHILD_TCG_BUFFER = 64 << 20             # translated code of another process's engine
+_HOST_SLACK = 64 << 20                  # what an engine allocates besides that buffer
 
 
 class ProcessTable:
@@ -41,6 +50,7 @@ class ProcessTable:
         self._exits = 0
         self._dead: list[Machine] = []       # machines of ended processes, to release
         self.root_machine = root.m
+        root.m.mem.others = lambda: self.mapped_except(root.m)
 
     def next_tid(self) -> int:
         """A new pid or tid, unique in the run."""
@@ -59,6 +69,32 @@ class ProcessTable:
 
     def live(self) -> list[Kernel]:
         return [k for k in self.all if k.exited is None]
+
+    def mapped_except(self, m: Machine) -> int:
+        """Guest bytes the live processes' machines other than ``m`` hold: the
+        run's processes share one ``mem_limit``."""
+        if len(self.all) == 1:
+            return 0
+        return sum(x.mem.mapped for x in self.machines() if x is not m)
+
+    def check_room(self, parent: Machine, copy: bool) -> None:
+        """Refuse a new process the run or the host cannot afford, with the errno
+        fork gives: ``EAGAIN`` past :data:`MAX_PROCESSES` (``RLIMIT_NPROC``),
+        ``ENOMEM`` when a copy of ``parent`` would pass the run's ``mem_limit`` or
+        a new engine would not fit the host's own address-space limit (Unicorn
+        would abort the host process)."""
+        if len(self.live()) >= MAX_PROCESSES:
+            raise KernelError(errno.EAGAIN)
+        if not copy:
+            return
+        if not parent.mem.fits(parent.mem.mapped):
+            raise KernelError(errno.ENOMEM)
+        if not host_has_room(CHILD_TCG_BUFFER + _HOST_SLACK + parent.mem.mapped):
+            raise KernelError(errno.ENOMEM)
+
+    def adopt(self, m: Machine) -> None:
+        """A new machine of the run shares its memory limit."""
+        m.mem.others = lambda: self.mapped_except(m)
 
     def machines(self) -> list[Machine]:
         """The machines of the live processes (each once)."""
@@ -134,3 +170,18 @@ class ProcessTable:
                                 delattr(k, name)
                 m.release()
         self._dead = keep
+
+
+def host_has_room(size: int) -> bool:
+    """Whether the host process may map ``size`` more bytes under its own
+    ``RLIMIT_AS`` (no limit: yes)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return True
+    try:
+        with open("/proc/self/status") as f:
+            found = re.search(r"VmSize:\s+(\d+) kB", f.read())
+    except OSError:
+        return True
+    used = int(found.group(1)) << 10 if found else 0
+    return used + size <= soft

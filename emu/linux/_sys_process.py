@@ -40,7 +40,7 @@ from .._task import Task
 from ._futex import FutexTable
 from ._kernel import Kernel
 from ._mm import AddressSpace
-from ._process import CLD_EXITED, CLD_KILLED
+from ._process import CHILD_TCG_BUFFER, CLD_EXITED, CLD_KILLED
 from ._registry import KernelError, s32, syscall
 from ._rlimit import inherit_rlimits
 from ._signal import ProcessSignals, ThreadSignals, thread_signals
@@ -99,6 +99,7 @@ def new_process(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: in
     parent_m = k.m
     parent_task = parent_m.current_task
     k.world.release_dead(sched.running)
+    k.world.check_room(parent_m, copy=not flags & CLONE_VM)
     if flags & CLONE_VM:
         m = parent_m
         stack = m.mem.region_at(newsp - 1) if newsp else None
@@ -157,6 +158,7 @@ def _child_kernel(k: Kernel, m: Machine, task: Task) -> Kernel:
     child._host_errors = set()
     inherit_rlimits(k, child)
     if m is not k.m:
+        k.world.adopt(m)
         child.mm = _copy_mm(k.mm, m)
         m.kernel = child
         child.install()
@@ -191,8 +193,10 @@ def _child_registers(parent_m: Machine, flags: int, newsp: int, tls: int) -> obj
 def _copy_machine(p: Machine) -> Machine:
     """A new machine with a copy of ``p``'s address space, symbols and settings."""
     from .._machine import Machine
-    c = Machine(max_insns=p.max_insns, timeout=p.timeout, mem_limit=p.mem.limit)
+    c = Machine(max_insns=p.max_insns, timeout=p.timeout, mem_limit=p.mem.limit,
+                tcg_buffer_size=CHILD_TCG_BUFFER)
     c.mem.unmap(c.tasks[0].stack)
+    c.mem.others = p.mem.others             # the run's one limit (set for good by adopt)
     c.mem.copy_from(p.mem, skip=lambda r: r.start == p.exit_address)
     c.symbols = _copy_fields(p.symbols)
     c.objects = _copy_fields(p.objects)

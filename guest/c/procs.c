@@ -13,6 +13,7 @@
  *   procs spin       a child spins forever while the parent waits for it (Ctrl-C tests)
  *   procs pollwake   poll(POLLOUT, 5 ms) on a full pipe while a child reads and refills a byte
  *                    every 1 ms (a wake, never room): the poll still ends after 5 ms
+ *   procs bomb       fork children that pause until fork fails; kill and reap them (emulated only)
  *   procs kill       SIGTERM to a child that waits in pause(); SIGUSR1 to the group, handled
  */
 #define _GNU_SOURCE
@@ -223,6 +224,27 @@ int main(int argc, char **argv) {
         write(stop[1], "s", 1);
         waitpid(pid, &status, 0);
         report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "bomb")) {
+        pid_t kids[4096];
+        int n = 0;
+        for (; n < 4096; n++) {
+            pid_t pid = fork();
+            if (pid < 0) {
+                printf("fork failed after %d: %s\n", n, strerror(errno));
+                break;
+            }
+            if (pid == 0)
+                for (;;) pause();
+            kids[n] = pid;
+        }
+        for (int i = 0; i < n; i++)
+            kill(kids[i], SIGKILL);
+        int reaped = 0;
+        while (wait(&status) > 0)
+            reaped += WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+        printf("reaped %d\n", reaped);
         return 0;
     }
     if (!strcmp(mode, "kill")) {

@@ -180,3 +180,24 @@ def test_ended_processes_give_their_engines_back(bindir: Path) -> None:
     assert [o for o in gc.get_objects() if isinstance(o, Uc)] == [m.uc]
     assert all(getattr(p.m, "_released", False) for p in m.processes[1:])
     assert len(m.processes) == 31
+
+
+def test_a_fork_bomb_meets_the_process_limit(bindir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_PROCESSES live processes fork fails with EAGAIN (RLIMIT_NPROC's
+    errno), and the guest can clean up: the host never runs out first."""
+    import emu.linux._process as process
+
+    monkeypatch.setattr(process, "MAX_PROCESSES", 6)
+    status, out, m = _emulated(bindir, "static", "bomb")
+    assert (status, out) == (0, b"fork failed after 5: Resource temporarily unavailable\nreaped 5\n")
+    assert len(m.processes) == 6
+
+
+def test_the_processes_of_a_run_share_its_memory_limit(bindir: Path) -> None:
+    """The program maps about 8 MiB (its stack, mostly): under a 12 MiB mem_limit
+    for the run a copy of it does not fit, and fork fails with ENOMEM."""
+    m = Machine.from_elf(str(bindir / "procs.static"), ["./procs.static", "bomb"], fs_root=str(bindir),
+                         mem_limit=12 << 20)
+    m.stdout = io.BytesIO()
+    assert m.run(timeout=60) == 0
+    assert m.stdout.getvalue() == b"fork failed after 0: Cannot allocate memory\nreaped 0\n"
