@@ -9,7 +9,7 @@ from collections.abc import Callable
 from unicorn import UC_HOOK_CODE
 
 import guest
-from emu import PAGE, Machine
+from emu import PAGE, Machine, native
 from emu._memory import PROT_RX
 from probes import Kprobe, Kretprobe, register_kprobe, register_kretprobe, set_optimization
 
@@ -81,6 +81,19 @@ def floor(m: Machine) -> None:
     m.uc.hook_add(UC_HOOK_CODE, lambda uc, address, size, data: None, None, leaf, leaf)
 
 
+def floor_raw(m: Machine) -> None:
+    """A no-op UC_HOOK_CODE callback as a raw ctypes function pointer: the true
+    Python floor (what entering Python from a hook costs at the least)."""
+    m.hook_code(m.symbols["leaf"], lambda uch, address, size, key: None, raw=True)
+
+
+def floor_c(m: Machine) -> None:
+    """A no-op UC_HOOK_CODE callback in C (emu._native): what Unicorn alone costs."""
+    leaf = m.symbols["leaf"]
+    m._hooks.add_native(UC_HOOK_CODE, native.ADDRESSES["noop_code"], 0, leaf, leaf)
+    m.mem.invalidate_code(leaf, leaf + 1)
+
+
 def kprobe(offset: int = 0, post: bool = False, optimized: bool = False) -> Callable[[Machine], None]:
     def setup(m: Machine) -> None:
         set_optimization(m, optimized)
@@ -147,9 +160,24 @@ def probes_registered(total: int, optimized: bool = False) -> Callable[[Machine]
 
 
 # --- the case list -------------------------------------------------------------------------
+FLOOR_STOCK = "floor: stock no-op code hook"
+FLOOR_RAW = "floor: raw ctypes no-op code hook"
+FLOOR_C = "floor: C no-op code hook"
+
+
+def floor_cases() -> list[Case]:
+    """The three floors (issue 12): the stock binding's hook (the targets of
+    _targets.TARGETS are ratios to it), a raw ctypes hook (those of
+    NATIVE_TARGETS), and a hook in C when the native core is built."""
+    cases = [Case(FLOOR_STOCK, LEAF, floor, group="floor"), Case(FLOOR_RAW, LEAF, floor_raw, group="floor")]
+    if native.AVAILABLE:
+        cases.append(Case(FLOOR_C, LEAF, floor_c, group="floor"))
+    return cases
+
+
 def main_cases() -> list[Case]:
     return [
-        Case("floor: stock no-op code hook", LEAF, floor, group="floor"),
+        *floor_cases(),
         Case("kprobe, int3, emulated push (entry)", LEAF, kprobe()),
         Case("kprobe, int3, boosted", LEAF, kprobe(offset=1)),
         Case("kprobe, optimized", LEAF, kprobe(optimized=True)),

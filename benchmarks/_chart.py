@@ -16,9 +16,10 @@ def draw(results: dict, path: Path) -> None:
     fig = plt.figure(figsize=(12, 9), constrained_layout=True)
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 2])
     bars = fig.add_subplot(grid[0, :])
-    names = ["floor: stock no-op code hook"] + [r["case"] for r in rows]
-    values = [floor] + [r["us"] for r in rows]
-    colors = ["#888888"] + ["#d98c2b" if r["group"] == "peer" else "#2b6cd9" for r in rows]
+    floors = results.get("floors_us", {"floor: stock no-op code hook": floor})
+    names = list(floors) + [r["case"] for r in rows]
+    values = list(floors.values()) + [r["us"] for r in rows]
+    colors = ["#888888"] * len(floors) + ["#d98c2b" if r["group"] == "peer" else "#2b6cd9" for r in rows]
     y = range(len(names))
     bars.barh(list(y), values, color=colors)
     bars.set_yticks(list(y), names)

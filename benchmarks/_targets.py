@@ -47,3 +47,19 @@ TARGETS: tuple[Target, ...] = (
     Target("kretprobe per hit, 8 tasks running / 1 task", "8 tasks / 1 task", "<=", 1.2),
     Target("memory of 1,000 kretprobes (MiB over none)", "memory MiB", "<", 10.0),
 )
+
+
+# Issue 12 (the native core): the same cases against the raw ctypes floor. make
+# bench reports them; benchmarks.check enforces TARGETS only until the native
+# core lands.
+NATIVE_TARGETS: tuple[Target, ...] = (
+    Target("kprobe optimized, no-op pre_handler (x raw floor)", "kprobe, optimized (x raw)", "<=", 1.3),
+    Target("kprobe int3 at a function entry (x raw floor)", "kprobe, int3, emulated push (entry) (x raw)",
+           "<=", 2.0),
+    Target("kretprobe optimized, no-op handler (x raw floor)",
+           "kretprobe, optimized, no-op handlers (x raw)", "<=", 2.5),
+    Target("kretprobe int3, no-op handler (x raw floor)", "kretprobe, int3, no-op handlers (x raw)",
+           "<=", 3.0),
+    Target("kretprobe with entry_handler and handler (x raw floor)",
+           "kretprobe + entry_handler, data_size=8 (demo) (x raw)", "<=", 3.5),
+)

@@ -1,0 +1,34 @@
+"""The native core (``emu._native``, a small C extension built by ``pip install``
+with the system compiler; issue 12).
+
+The pure-Python path is the reference: it is used when the extension could not
+be built, and forced with ``KPE_NATIVE=0`` in the environment (read once, at
+import). ``make test`` runs the probe suites on both paths.
+
+Attributes:
+    AVAILABLE: the extension is loaded and enabled.
+    ADDRESSES: name -> address of its hook callbacks (see emu/_native.c), empty
+        when not available.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+__all__ = ["AVAILABLE", "ADDRESSES", "WHY_NOT"]
+
+
+def _load() -> tuple[ModuleType | None, str]:
+    if os.environ.get("KPE_NATIVE", "1").strip() == "0":
+        return None, "disabled by KPE_NATIVE=0"
+    try:
+        return importlib.import_module("emu._native"), ""
+    except ImportError as exc:           # not built: no compiler or no Python headers
+        return None, f"not built ({exc})"
+
+
+_module, WHY_NOT = _load()
+AVAILABLE = _module is not None
+ADDRESSES: dict[str, int] = dict(_module.addresses()) if _module is not None else {}
