@@ -26,7 +26,7 @@ INTERRUPTED = 128 + 2      # SIGINT
 _COMMAND_MODULES = ("kprobe_emu._cmd_demo", "kprobe_emu._cmd_run", "kprobe_emu._cmd_sweep",
                     "kprobe_emu._cmd_trace", "kprobe_emu._cmd_funclatency",
                     "kprobe_emu._cmd_funccount", "kprobe_emu._cmd_stackcount",
-                    "kprobe_emu._cmd_argdist")
+                    "kprobe_emu._cmd_argdist", "kprobe_emu._cmd_overhead")
 
 
 class CliError(Exception):
