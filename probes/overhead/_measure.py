@@ -63,7 +63,11 @@ class Sample:
 
 @dataclass
 class ProbeResult:
-    """The figures of one probe (one ``attach``); costs in µs per hit."""
+    """The figures of one probe (one ``attach``); costs in µs per hit.
+
+    ``floor_us`` is the raw floor per execution of the probed addresses
+    (``floor_hits`` of them in a run); ``samples`` the raw times.
+    """
 
     probe: str
     hits: int
@@ -75,6 +79,7 @@ class ProbeResult:
     floor_ratio: float | None
     slowdown: float
     points: list[ProbePoint]
+    floor_hits: int
     samples: list[Sample] = field(repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -279,7 +284,7 @@ def _result(case: _Case) -> ProbeResult:
     return ProbeResult(case.label, case.hits, case.missed, per_hit_s, spread(mechanism),
                        spread([p - q for p, q in zip(per_hit, mechanism, strict=True)]), floor,
                        ratio, statistics.median(s.probed / s.unprobed for s in case.samples),
-                       case.points, case.samples)
+                       case.points, case.executions, case.samples)
 
 
 def _host() -> dict[str, Any]:
