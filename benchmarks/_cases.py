@@ -211,3 +211,47 @@ def scale_cases() -> dict[str, list[Case]]:
         "tasks": [Case(f"kretprobe, {t} tasks", tasks_workload(t), kretprobe(), "scale")
                   for t in TASKS],
     }
+
+
+# --- default settings against raw Unicorn ---------------------------------------------------
+def default_vs_raw(reps: int) -> float:
+    """Median over ``reps`` paired samples of (time of ``m.call("leaf_loop", N)`` on a
+    machine with default settings) / (time of the same code run by ``uc.emu_start``
+    directly): what the machine adds to unprobed code (issue 12: <= 1.05)."""
+    import statistics
+
+    return statistics.median(_default_vs_raw_once() for _ in range(reps))
+
+
+def _default_vs_raw_once() -> float:
+    import gc
+
+    from emu._regtable import RDI, RSP
+
+    m = Machine.from_asm(guest.source("bench"))          # the defaults: no max_insns given
+    start, until = m.symbols["leaf_loop"], m.exit_address
+
+    def raw() -> None:
+        gpr = m.cpu.gpr
+        gpr[RDI] = CALLS
+        gpr[RSP] = m.current_task.stack_top - 72
+        m.mem.write_u64(gpr[RSP], until)
+        m.uc.emu_start(start, until)
+
+    def ours() -> None:
+        m.call("leaf_loop", CALLS)
+
+    times = {}
+    for name, fn in (("ours", ours), ("raw", raw)):
+        fn()
+        gc.disable()
+        try:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            gc.enable()
+        times[name] = best
+    return times["ours"] / times["raw"]

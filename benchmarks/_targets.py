@@ -46,6 +46,7 @@ TARGETS: tuple[Target, ...] = (
     Target("per hit, depth 1,000 / depth 1", "depth 1000 / depth 1", "<=", 1.2),
     Target("kretprobe per hit, 8 tasks running / 1 task", "8 tasks / 1 task", "<=", 1.2),
     Target("memory of 1,000 kretprobes (MiB over none)", "memory MiB", "<", 10.0),
+    Target("unprobed run, default settings / raw Unicorn", "default settings / raw Unicorn", "<=", 1.05),
 )
 
 

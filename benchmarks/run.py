@@ -18,7 +18,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import qiling_probe
-from ._cases import CALLS, DEPTHS, FLOOR_RAW, FLOOR_STOCK, PROBE_COUNTS, TASKS, main_cases, scale_cases
+from ._cases import (
+    CALLS,
+    DEPTHS,
+    FLOOR_RAW,
+    FLOOR_STOCK,
+    PROBE_COUNTS,
+    TASKS,
+    default_vs_raw,
+    main_cases,
+    scale_cases,
+)
 from ._harness import Case
 from ._memory import kretprobes_mib
 from ._targets import KERNEL_US, NATIVE_TARGETS, TARGETS
@@ -48,7 +58,11 @@ def measure(reps: int, with_qiling: bool, console: Console) -> dict:
         progress.update(task, description="memory of 1,000 kretprobes")
         memory = kretprobes_mib()
         progress.advance(task, 2)
-    return _results(main, scale, qiling_us, qiling_note, memory, reps)
+        progress.update(task, description="unprobed run, default settings / raw Unicorn")
+        default_raw = default_vs_raw(reps)
+    results = _results(main, scale, qiling_us, qiling_note, memory, reps)
+    results["ratios"]["default settings / raw Unicorn"] = default_raw
+    return results
 
 
 def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type: ignore[no-untyped-def]

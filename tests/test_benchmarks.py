@@ -67,3 +67,10 @@ def test_markdown_states_every_target_against_its_floor() -> None:
     assert "| floor: raw ctypes no-op code hook | 0.120 | 0.40 | 1.00 | |" in text
     assert "| kprobe, optimized | 0.300 | 1.00 | 2.50 | |" in text
     assert all(t.label in text for t in NATIVE_TARGETS)
+
+
+def test_default_settings_against_raw_unicorn_runs_the_same_code() -> None:
+    """The ratio is measured on one machine (ours: m.call; raw: uc.emu_start)."""
+    from benchmarks._cases import default_vs_raw
+
+    assert default_vs_raw(1) > 0
