@@ -6,7 +6,8 @@ The program is found through the process's file view (a denied path is
 process moves there: same pid and tid, the calling thread only (``de_thread``:
 the others end), the descriptors but those marked close-on-exec, signal
 actions back to default but the ignored ones (``flush_signal_handlers``), the
-mask and pending signals kept. A ``#!`` script runs its interpreter with the
+mask and pending signals kept; a thread other than the leader takes the
+leader's id. A ``#!`` script runs its interpreter with the
 optional argument, then the script's path, then the rest of argv
 (fs/binfmt_script.c), at most :data:`BINPRM_MAX_RECURSION` deep. Probes follow
 (``Machine.on_exec``). A ``vfork`` parent waiting for this process goes on.
@@ -153,6 +154,7 @@ def _replace_image(k: Kernel, host: str, shown: str, argv: list[bytes], envp: li
     task.stack, task.context, task.machine = fresh.stack, fresh.context, nm
     task.comm = os.path.basename(shown)[:15]
     task.clear_child_tid = 0
+    task.tid = k.pid                    # de_thread: a non-leader takes the leader's id
     nm.tasks = [task]
     nm.current_task = task
     ts = thread_signals(task)

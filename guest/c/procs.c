@@ -13,6 +13,7 @@
  *   procs spin       a child spins forever while the parent waits for it (Ctrl-C tests)
  *   procs pollwake   poll(POLLOUT, 5 ms) on a full pipe while a child reads and refills a byte
  *                    every 1 ms (a wake, never room): the poll still ends after 5 ms
+ *   procs threadexec a second thread execs "procs samepid PID": the new program keeps the pid
  *   procs bomb       fork children that pause until fork fails; kill and reap them (emulated only)
  *   procs kill       SIGTERM to a child that waits in pause(); SIGUSR1 to the group, handled
  */
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <time.h>
 #include <signal.h>
 #include <spawn.h>
@@ -39,6 +41,15 @@ static void report(pid_t pid, int status) {
     else
         printf("child ?? %#x\n", status);
     (void)pid;
+}
+
+static void *exec_from_thread(void *self) {
+    char pidtext[16];
+    snprintf(pidtext, sizeof pidtext, "%d", getpid());
+    char *args[] = {self, "samepid", pidtext, NULL};
+    execv(self, args);
+    perror("execv");
+    return NULL;
 }
 
 static volatile sig_atomic_t got_usr1;
@@ -225,6 +236,17 @@ int main(int argc, char **argv) {
         waitpid(pid, &status, 0);
         report(pid, status);
         return 0;
+    }
+    if (!strcmp(mode, "samepid")) {
+        printf("same pid after exec from a thread: %d\n", getpid() == atoi(argv[2]));
+        return 0;
+    }
+    if (!strcmp(mode, "threadexec")) {
+        pthread_t t;
+        pthread_create(&t, NULL, exec_from_thread, argv[0]);
+        pthread_join(t, NULL);
+        printf("not reached\n");
+        return 1;
     }
     if (!strcmp(mode, "bomb")) {
         pid_t kids[4096];

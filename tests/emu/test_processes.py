@@ -16,7 +16,7 @@ from emu import Machine
 from emu._memory import PAGE, PROT_RW, Memory
 from tests.guests import guest_bin
 
-MODES = ["fork", "pipe", "exec", "vfork", "spawn", "sigpipe", "cloexec", "segv", "kill"]
+MODES = ["fork", "pipe", "exec", "vfork", "spawn", "sigpipe", "cloexec", "segv", "kill", "threadexec"]
 
 
 @pytest.fixture(scope="module")
