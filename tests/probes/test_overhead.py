@@ -204,3 +204,15 @@ def test_a_constant_has_no_spread() -> None:
     assert spread([2.5, 2.5, 2.5]) == Spread(2.5, 2.5, 2.5, (2.5, 2.5))
     with pytest.raises(ValueError):
         spread([])
+
+
+def test_the_public_surface_is_all() -> None:
+    """probes.overhead's ``__all__`` is exactly what it exports (as tests/test_exports.py
+    checks for emu and probes)."""
+    import probes.overhead as mod
+
+    assert len(set(mod.__all__)) == len(mod.__all__)
+    assert all(hasattr(mod, name) for name in mod.__all__)
+    public = {n for n in vars(mod) if not n.startswith("_") and not isinstance(getattr(mod, n), type(mod))}
+    assert public <= set(mod.__all__), public - set(mod.__all__)
+    assert {"measure", "OverheadReport"} <= set(mod.__all__)
