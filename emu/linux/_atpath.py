@@ -28,16 +28,26 @@ AT_NO_AUTOMOUNT, AT_EMPTY_PATH = 0x800, 0x1000
 AT_STATX_SYNC_TYPE = 0x6000
 
 
+# Calls that only look at a path (its status, access, link target): a refusal is
+# EACCES to the guest as for any other, but only noted (-v), not counted as a
+# denied access in the summary: shells stat $OLDPWD and every directory of $PATH.
+LOOKUPS = frozenset({"newfstatat", "statx", "stat", "lstat", "faccessat2", "faccessat", "access",
+                     "readlinkat", "readlink"})
+
+
 def path_syscall(*names: str) -> Callable[[Handler], Handler]:
     """``@syscall`` for handlers that walk paths: a refusal of the view is
-    reported (``Kernel.deny``) and the guest gets ``EACCES``."""
+    reported (``Kernel.deny``; a lookup only noted, see :data:`LOOKUPS`) and the
+    guest gets ``EACCES``."""
+    counted = not set(names) <= LOOKUPS
+
     def register(fn: Handler) -> Handler:
         @functools.wraps(fn)
         def handler(k: Kernel, *args: int) -> int:
             try:
                 return fn(k, *args)
             except Denied as exc:
-                k.deny(exc.guest)
+                k.deny(exc.guest, counted=counted)
                 raise KernelError(errno.EACCES) from None
         return syscall(*names)(handler)
     return register

@@ -158,10 +158,17 @@ class Kernel:
         (:mod:`._diag`): printed only when the log is verbose."""
         self.diagnostics.log(kind, message, key)
 
-    def deny(self, path: str) -> None:
+    def deny(self, path: str, *, counted: bool = True) -> None:
+        """The view refused ``path``: logged once (a lookup only, ``counted=False``:
+        a note for ``-v``, not a denied access of the summary)."""
         if path not in self.denied:
             self.denied.append(path)
-            self.report(f"denied access to {path!r}: not allowed by the guest's file view", DENIED)
+        if counted:
+            self.report(f"denied access to {path!r}: not allowed by the guest's file view", DENIED,
+                        key=("denied", path))
+        else:
+            self.report(f"denied a lookup of {path!r}: not allowed by the guest's file view", NOTE,
+                        key=("lookup", path))
 
     # --- guest memory helpers ---------------------------------------------------------
     def read_str(self, addr: int, limit: int = 4096) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._memory import PAGE
-from ._diag import SOCKET
+from ._diag import NOTE, SOCKET
 from ._kernel import Kernel
 from ._mm import TASK_SIZE
 from ._registry import KernelError, s32, syscall
@@ -61,20 +61,33 @@ def _flags(k: Kernel) -> _ProcessFlags:
 
 
 # --- sockets --------------------------------------------------------------------------
-def _refuse_socket(k: Kernel) -> None:
-    k.report("a socket was refused (EACCES): sockets are not emulated", SOCKET, key="socket")
+AF_UNIX = 1
+_FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
+
+
+def _refuse_socket(k: Kernel, domain: int) -> None:
+    """EACCES, said once per run: in the summary for a network socket; for a
+    local one (the C library asks nscd for user names over AF_UNIX, and falls
+    back quietly) only as a note for ``-v``."""
+    family = _FAMILIES.get(domain & 0xFFFF_FFFF, f"family {domain & 0xFFFF_FFFF}")
+    if domain & 0xFFFF_FFFF == AF_UNIX:
+        k.report("a local socket (AF_UNIX) was refused (EACCES): sockets are not emulated", NOTE,
+                 key="socket-local")
+    else:
+        k.report(f"a socket ({family}) was refused (EACCES): sockets are not emulated", SOCKET,
+                 key="socket")
     raise KernelError(errno.EACCES)
 
 
 @syscall("socket")
 def sys_socket(k: Kernel, domain: int, kind: int, protocol: int) -> int:
-    _refuse_socket(k)
+    _refuse_socket(k, domain)
     return -1       # pragma: no cover - _refuse_socket raises
 
 
 @syscall("socketpair")
 def sys_socketpair(k: Kernel, domain: int, kind: int, protocol: int, sv: int) -> int:
-    _refuse_socket(k)
+    _refuse_socket(k, domain)
     return -1       # pragma: no cover
 
 

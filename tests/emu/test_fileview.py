@@ -328,3 +328,30 @@ def test_sort_uses_the_in_memory_tmp(tmp_path: Path) -> None:
     status, out, _err, m = _emulate(["/usr/bin/sort", "-n", "-S", "1K", "nums"], policy)
     assert (status, out) == want[:2]
     assert _denials(m) == []
+
+
+def test_a_lookup_outside_the_view_is_eacces_but_not_a_counted_denial(tmp_path: Path) -> None:
+    """stat of an existing path outside the view (a shell's $OLDPWD): EACCES to the
+    guest, a note for -v, not a denied access of the summary; an open is counted."""
+    import io
+    import shutil
+
+    from emu import Machine
+    from emu.linux import Diagnostics, FsPolicy
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x").write_text("secret\n")
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    diag = Diagnostics()
+    m = Machine.from_elf(bash, ["bash", "-c", f"test -e {outside}; echo $?; cat {outside}/x"],
+                         env={"PATH": "/usr/bin:/bin"}, fs=FsPolicy.system(str(inside)), diagnostics=diag)
+    m.stdout, m.stderr = io.BytesIO(), io.BytesIO()
+    assert m.run() == 1
+    assert m.stdout.getvalue() == b"1\n"
+    assert diag.counts["denied"] == 1 and diag.summary() == "1 file access denied: run with -v"
+    assert any("denied a lookup" in line for line in diag.messages("note"))

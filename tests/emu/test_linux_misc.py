@@ -216,3 +216,29 @@ def test_mincore_reports_mapped_pages_resident(hostile: Path) -> None:
     assert guest.call("mincore", guest.buf, 0x1000, guest.buf + 0x100) == 0
     assert guest.read(1, 0x100) == b"\1"
     assert guest.call("mincore", guest.buf, 0x10_0000_0000, guest.buf) == -errno.ENOMEM
+
+
+def test_a_network_socket_is_said_once_a_local_one_only_noted(tmp_path: Path) -> None:
+    """EACCES for both; AF_INET is in the summary ("1 socket refused"), AF_UNIX (the
+    C library asking nscd for a user name) only a note for -v."""
+    import io
+    import shutil
+
+    from emu import Machine
+    from emu.linux import Diagnostics, FsPolicy
+
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("python3 is not installed")
+    script = ("import socket\n"
+              "for family in (socket.AF_UNIX, socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):\n"
+              "    try: socket.socket(family)\n"
+              "    except PermissionError as e: print(e.errno)\n")
+    diag = Diagnostics()
+    m = Machine.from_elf(python, ["python3", "-c", script], env={"PATH": "/usr/bin:/bin"},
+                         fs=FsPolicy.system(str(tmp_path)), diagnostics=diag)
+    m.stdout, m.stderr = io.BytesIO(), io.BytesIO()
+    assert m.run() == 0, m.stderr.getvalue()  # type: ignore[attr-defined]
+    assert m.stdout.getvalue() == b"13\n13\n13\n13\n"  # type: ignore[attr-defined]
+    assert diag.counts["socket"] == 1 and "1 socket refused" in (diag.summary() or "")
+    assert diag.messages("note") == ["a local socket (AF_UNIX) was refused (EACCES): sockets are not emulated"]
