@@ -7,6 +7,7 @@ same way. What a handler may touch on the host is decided by :class:`FsPolicy`
 """
 
 from . import (  # noqa: F401  (register handlers)
+    _epoll,
     _eventfd,
     _exec,
     _sys_info,

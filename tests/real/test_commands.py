@@ -110,6 +110,13 @@ COMMANDS: list[tuple[list[str], bool]] = [
            "os.close(r); f = os.open('a.txt', os.O_RDONLY); os.sendfile(w, f, 0, 4)"], True),
     (PY + ["import os; r, w = os.pipe(); os.close(r)\ntry: os.write(w, b'x')\n"
            "except BrokenPipeError as e: print('EPIPE', e.errno)"], True),
+    (PY + ["import os, selectors\nsel = selectors.EpollSelector(); r, w = os.pipe(); r2, w2 = os.pipe()\n"
+           "sel.register(r, selectors.EVENT_READ, 'a'); sel.register(r2, selectors.EVENT_READ, 'b')\n"
+           "print(sel.select(timeout=0)); pid = os.fork()\n"
+           "if pid == 0: os.write(w2, b'2'); os.write(w, b'1'); os._exit(0)\n"
+           "os.waitpid(pid, 0); print(sorted((k.data, os.read(k.fd, 9)) for k, e in sel.select(5)))\n"
+           "sel.unregister(r); os.close(w2); print([k.data for k, e in sel.select(5)], os.read(r2, 9))"],
+     True),
 ]
 
 
