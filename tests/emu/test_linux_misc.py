@@ -241,4 +241,5 @@ def test_a_network_socket_is_said_once_a_local_one_only_noted(tmp_path: Path) ->
     assert m.run() == 0, m.stderr.getvalue()  # type: ignore[attr-defined]
     assert m.stdout.getvalue() == b"13\n13\n13\n13\n"  # type: ignore[attr-defined]
     assert diag.counts["socket"] == 1 and "1 socket refused" in (diag.summary() or "")
-    assert diag.messages("note") == ["a local socket (AF_UNIX) was refused (EACCES): sockets are not emulated"]
+    assert diag.messages("note") == \
+        ["a local socket (AF_UNIX) was refused (EACCES): sockets are not emulated"]
