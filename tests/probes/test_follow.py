@@ -120,3 +120,20 @@ def test_a_probe_armed_only_in_an_execd_program_is_not_never_armed(bindir: Path,
     assert m.run() == 0
     assert hits == {(2, "procs.dyn"): 1}
     assert [p for p, _why in pending_probes(m)] == [kp]     # libcc: mapped by no process
+
+
+def test_a_kretprobe_on_fork_fires_in_the_parent_and_the_child_returns_normally(bindir: Path) -> None:
+    """fork() is under a kretprobe when it creates the child: the parent's return
+    fires with the child's pid; the child's copy of the stack gets fork's real
+    return address back, so it returns 0 normally, without the handler (uprobes
+    would copy the instance: dup_utask)."""
+    from probes import regs_return_value
+
+    m = _machine(bindir, "dyn", "fork")
+    returns: list[tuple[int, int]] = []
+    register_kretprobe(m, Kretprobe(symbol_name="libc:fork", handler=lambda ri, regs: returns.append(
+        (regs.machine.current_task.pid, regs_return_value(regs)))))
+    assert m.run() == 0
+    assert m.stdout.getvalue() == (b"in child: pid differs 1\nreaped the child 1\n"  # type: ignore[attr-defined]
+                                   b"child exited 3\n")
+    assert returns == [(1, 2)]
