@@ -271,6 +271,11 @@ class Scheduler:
             self.switches += 1
         m.current_task = task
         m._engine_owner = task
+        if m is not self.m:
+            # The first machine (the caller's handle) names the running task of any
+            # process, as the kernel's ``current``: a handler closing over it sees
+            # the pid and tid that hit (its registers stay the engine's own).
+            self.m.current_task = task
         if task.restart is not None:        # back over the syscall: it runs again (emu.linux._wait)
             gpr = m.cpu.gpr
             gpr[RIP] -= 2

@@ -137,3 +137,14 @@ def test_a_kretprobe_on_fork_fires_in_the_parent_and_the_child_returns_normally(
     assert m.stdout.getvalue() == (b"in child: pid differs 1\nreaped the child 1\n"  # type: ignore[attr-defined]
                                    b"child exited 3\n")
     assert returns == [(1, 2)]
+
+
+def test_handlers_see_the_running_process_through_the_first_machine(bindir: Path) -> None:
+    """m.current_task of the machine the probes were registered on is the task
+    that hit, in whichever process (the kernel's ``current``)."""
+    m = _machine(bindir, "static", "fork")
+    seen: list[tuple[int, int, bool]] = []
+    register_kprobe(m, Kprobe(symbol_name="printf", pre_handler=lambda kp, regs: seen.append(
+        (m.current_task.pid, m.current_task.tid, regs.machine is m)) and 0))
+    assert m.run() == 0
+    assert seen == [(2, 2, False), (1, 1, True), (1, 1, True)]
