@@ -102,7 +102,7 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
     try:                    # the pool first: a failed allocation leaves nothing registered
         rp._alloc_pool()
     except MemoryError:
-        rp._free = []
+        rp._drop_pool()
         raise ProbeError(errno.ENOMEM, f"no memory for {rp.maxactive} instances of "
                                        f"{rp.data_size} bytes") from None
     rp._mgr = get_manager(m)
@@ -110,7 +110,7 @@ def register_kretprobe(m: Machine, rp: Kretprobe) -> None:
         register_kprobe(m, rp.kp)
     except BaseException:
         rp._mgr = None
-        rp._free = []
+        rp._drop_pool()
         raise
 
 
@@ -124,7 +124,7 @@ def unregister_kretprobe(m: Machine, rp: Kretprobe) -> None:
         return
     unregister_kprobe(m, rp.kp)
     rp._gen += 1            # in-flight instances are no longer this probe's
-    rp._free = []
+    rp._drop_pool()
 
 
 def register_kretprobes(m: Machine, rps: Iterable[Kretprobe]) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -264,7 +265,10 @@ class KprobeManager:
             self.m.unhook(site.hook)
             site.hook = site.hooked = None
             self.n_optimized -= 1
-        handler = self._handler_for(site, mode == "optimized") if mode else None
+        if mode == "optimized":
+            handler: Callable[..., None] | None = self._handler_for(site, True)
+        else:   # int3: the hit path is built at the first hit (most of a big set never is)
+            handler = functools.partial(self._first_hit, site) if mode else None
         site.handler = handler
         if handler is not None and mode == "int3":
             self.m.traps[site.addr] = handler
@@ -305,6 +309,14 @@ class KprobeManager:
                 return
             if other.mode == "int3" and self._can_optimize(other):
                 self._serve(other, "optimized")
+
+    def _first_hit(self, site: _Site, addr: int) -> None:
+        """An int3 site's first hit: build its hit path (its closures weigh a
+        kilobyte or two a site), serve it from now on, and take this hit."""
+        handler = self._handler_for(site, False)
+        site.handler = handler
+        self.m.traps[site.addr] = handler
+        handler(addr)
 
     def _handler_for(self, site: _Site, optimized: bool) -> Callable[..., None]:
         """The site's callback; it takes a trap's or a raw code hook's arguments."""

@@ -7,6 +7,13 @@ entry_handler (non-zero: give the instance back, no return handler for this
 call), then hijack the return address (``arch_prepare_kretprobe``) and push the
 instance on the task's in-flight list. The return side lives in
 :meth:`probes._core.KprobeManager._on_trampoline`.
+
+Memory (issue 12): registration preallocates what the kernel's
+``rethook_alloc`` does, ``maxactive * data_size`` bytes for the instances'
+data, in one arena (one allocation, so ``ENOMEM`` comes at registration), but
+the instance objects are made when a call first needs one: a kretprobe that is
+never hit, or hit by one call at a time, costs one arena and no objects.
+``rp.nfree`` counts the instances free to take (made or not).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ KRETPROBE_MAX_DATA_SIZE = 4096          # include/linux/kprobes.h
 # typo cannot make the host allocate millions of instances.
 KRETPROBE_MAXACTIVE_LIMIT = 1 << 16
 
+_NO_ARENA = memoryview(b"")
 RetHandler = Callable[["KretprobeInstance", "PtRegs"], Any]
 EntryHandler = Callable[["KretprobeInstance", "PtRegs"], "int | None"]
 
@@ -40,8 +48,9 @@ class KretprobeInstance:
 
     Attributes:
         rp: the kretprobe.
-        data: ``data_size`` private bytes, preallocated and reused as the kernel
-            does (not cleared between calls).
+        data: ``data_size`` private bytes (a ``memoryview`` of the kretprobe's
+            arena), preallocated and reused as the kernel does (not cleared
+            between calls).
         ret_addr: the real return address of the call.
         task: the task that made the call (None while free).
         fp: guest address of the stack slot holding the (hijacked) return address.
@@ -49,9 +58,9 @@ class KretprobeInstance:
 
     __slots__ = ("rp", "data", "ret_addr", "task", "fp", "gen", "shared")
 
-    def __init__(self, rp: Kretprobe, data_size: int, gen: int) -> None:
+    def __init__(self, rp: Kretprobe, data: memoryview, gen: int) -> None:
         self.rp = rp
-        self.data = bytearray(data_size)
+        self.data = data
         self.ret_addr = 0
         self.task: Task | None = None
         self.fp = 0
@@ -99,6 +108,8 @@ class Kretprobe:
         self.kp._kretprobe = self
         self._mgr: KprobeManager | None = None
         self._free: list[KretprobeInstance] = []
+        self._spare = 0                 # instances of the arena not made yet
+        self._arena = _NO_ARENA
         self._gen = 0
 
     @property
@@ -113,10 +124,32 @@ class Kretprobe:
     def registered(self) -> bool:
         return self.kp._mgr is not None
 
+    @property
+    def nfree(self) -> int:
+        """Instances free to take: back on the free list, or not made yet."""
+        return len(self._free) + self._spare
+
     def _alloc_pool(self) -> None:
+        """Preallocate the instances' data (``MemoryError``: nothing changed)."""
+        arena = memoryview(bytearray(self.maxactive * self.data_size))
         self._gen += 1
-        self._free = [KretprobeInstance(self, self.data_size, self._gen)
-                      for _ in range(self.maxactive)]
+        self._arena = arena
+        self._free = []
+        self._spare = self.maxactive
+
+    def _drop_pool(self) -> None:
+        self._free = []
+        self._spare = 0
+        self._arena = _NO_ARENA
+
+    def _make_instance(self) -> KretprobeInstance | None:
+        """A new instance from the arena, if one is left (the general entry path
+        calls this when the free list is empty)."""
+        if not self._spare:
+            return None
+        self._spare -= 1
+        at = self._spare * self.data_size
+        return KretprobeInstance(self, self._arena[at:at + self.data_size], self._gen)
 
     def _pre_handler(self, kp: Kprobe, regs: PtRegs) -> int:
         mgr = self._mgr
@@ -125,10 +158,10 @@ class Kretprobe:
         if not free:
             # Instances of frames that are gone (longjmp, aborted call) come back first.
             mgr.rethook.inflight_of(mgr.m.current_task, regs.rsp)
-            if not free:
-                self.nmissed += 1
-                return 0
-        ri = free.pop()
+        ri = free.pop() if free else self._make_instance()
+        if ri is None:
+            self.nmissed += 1
+            return 0
         entry = self.entry_handler
         if entry is not None:
             ri.task = mgr.m.current_task

@@ -66,7 +66,7 @@ def test_handlers_see_the_thread_that_entered(guest_bin: Path) -> None:
     rp = Kretprobe("fib", handler=ret, entry_handler=lambda ri, regs: 0, maxactive=200)
     register_kretprobe(m, rp)
     assert m.run() == 0
-    assert mismatched == [] and rp.nunwound == 0 and len(rp._free) == rp.maxactive
+    assert mismatched == [] and rp.nunwound == 0 and rp.nfree == rp.maxactive
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -103,7 +103,7 @@ def test_a_thread_that_exits_inside_a_probed_function_leaves_no_instance(
     assert m.run() == 0
     assert m.stdout.getvalue() == b"exit-inside: 42\n"
     assert (returns, rp.nmissed, rp.nunwound) == ([], 0, 4)
-    assert len(rp._free) == rp.maxactive
+    assert rp.nfree == rp.maxactive
 
 
 def test_the_last_thread_out_ends_the_process_with_its_status(guest_bin: Path) -> None:

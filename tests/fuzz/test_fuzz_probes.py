@@ -454,7 +454,7 @@ class Run:
                 assert p.returns + unwound == p.entries - p.skipped, f"{p.spec}: returns do not balance"
         elif rp.handler is not None:
             assert p.returns + unwound + missed == p.executions, f"{p.spec}: returns do not balance"
-        assert len(rp._free) == rp.maxactive, "an instance is not back on the free list"
+        assert rp.nfree == rp.maxactive, "an instance is not back on the free list"
 
 
 def probe_run(code: tuple[str, Any], plan: dict[str, Any]) -> dict[str, Any]:

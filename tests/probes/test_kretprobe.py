@@ -256,4 +256,4 @@ def test_a_function_returning_with_ret_imm16_is_returned_from(probe_mode: str) -
     register_kretprobe(m, rp)
     assert m.call("zoo", 1) == expected
     assert len(returns) == 1 and (rp.nmissed, rp.nunwound) == (0, 0)
-    assert len(rp._free) == rp.maxactive
+    assert rp.nfree == rp.maxactive

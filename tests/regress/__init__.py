@@ -5,7 +5,7 @@ worker pool, and property-based runs that check the counter identities
 
     entry_handler calls + rp.nmissed            == calls of the function
     return handler calls + rp.nunwound          == entry_handler calls that returned 0
-    len(rp._free)                               == rp.maxactive once every task is done
+    rp.nfree                               == rp.maxactive once every task is done
 
 against oracles (Python models of the guests, unprobed runs, native runs).
 """

@@ -209,4 +209,4 @@ class Tracer:
             assert self.entries + rp.nmissed == calls, "entry_handler calls + nmissed != calls"
         assert self.returns + rp.nunwound == self.entries - self.skipped, \
             "return handler calls + nunwound != entries that returned 0"
-        assert len(rp._free) == rp.maxactive, "an instance is not back on the free list"
+        assert rp.nfree == rp.maxactive, "an instance is not back on the free list"

@@ -102,7 +102,7 @@ def test_stale_instances_are_reclaimed_at_the_next_entry_above_them(machine: Mac
     assert entry is not None
 
     def spy(ri: KretprobeInstance, regs: PtRegs) -> int | None:
-        seen.append((len(dive.rp._free), dive.rp.nunwound))
+        seen.append((dive.rp.nfree, dive.rp.nunwound))
         return entry(ri, regs)
     dive.rp.entry_handler = spy
     assert _run_task(machine, "rj_loop", 2, 4) == 2 * model_rj_run(4)[0]
@@ -167,7 +167,7 @@ def test_call_returning_above_skipped_frames_reclaims_them(machine: Machine) -> 
     the pool is whole again between calls."""
     dive = Tracer(machine, "rj_dive", maxactive=8).register()
     assert machine.call("rj_run", 3) == model_rj_run(3)[0]
-    assert len(dive.rp._free) == dive.rp.maxactive
+    assert dive.rp.nfree == dive.rp.maxactive
     assert dive.rp.nunwound == 4
 
 
@@ -208,7 +208,7 @@ def test_c_longjmp_matches_native_and_unwinds(guest_bin: Path) -> None:
         assert rps[name].nunwound == expect_unwound[name], name
     for rp in rps.values():
         assert rp.nmissed == 0
-        assert len(rp._free) == rp.maxactive
+        assert rp.nfree == rp.maxactive
 
 
 def test_a_kretprobe_on_setjmp_itself_is_reported(machine: Machine) -> None:

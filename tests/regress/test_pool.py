@@ -128,6 +128,6 @@ def test_per_thread_calls_match_the_instrumented_build(guest_bin: Path, seed: in
     for rp in rps:
         assert rp.nmissed == 0
         assert rp.nunwound == unwound.get(rp.symbol_name or "", 0), rp
-        assert len(rp._free) == rp.maxactive
+        assert rp.nfree == rp.maxactive
     if len(label) > 1:
         assert sum(a != b for a, b in zip(order, order[1:], strict=False)) > 2 * len(label)   # interleaved

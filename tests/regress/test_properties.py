@@ -172,7 +172,7 @@ def test_probes_registered_and_unregistered_by_handlers(jobs: list[tuple], seed:
     for probe in extra:
         if isinstance(probe, Kretprobe):
             if probe.registered:
-                assert len(probe._free) == probe.maxactive
+                assert probe.nfree == probe.maxactive
             unregister_kretprobe(m, probe)
         else:
             unregister_kprobe(m, probe)

@@ -80,7 +80,7 @@ def test_recursion_deeper_than_maxactive_misses_again_on_every_call(machine: Mac
     exactly as many as the first (nmissed accumulates, the pool is whole between)."""
     tr = Tracer(machine, "is_even", maxactive=4).register()
     machine.call("is_even", 20)                 # 11 is_even frames
-    assert tr.rp.nmissed == 7 and len(tr.rp._free) == 4
+    assert tr.rp.nmissed == 7 and tr.rp.nfree == 4
     machine.call("is_even", 20)
     assert tr.rp.nmissed == 14
     tr.check(2 * 11)

@@ -118,7 +118,7 @@ def test_a_run_stopped_by_a_handler_exception_resumes(where: str, mode: str) -> 
     calls = sum(model_fib(n)[1]["fib"] for n in (10, 7, 9))
     assert count[0] == calls
     assert tr.errors == [] and tr.rp.nmissed == 0
-    assert len(tr.rp._free) == tr.rp.maxactive
+    assert tr.rp.nfree == tr.rp.maxactive
     if where == "entry_handler":
         assert (tr.entries, tr.returns) == (calls - 1, calls - 1)
     elif where == "handler":

@@ -269,7 +269,7 @@ def test_maxactive_over_65536_is_e2big() -> None:
     assert info.value.errno == errno.E2BIG and not rp.registered and list_probes(m) == ""
     rp = Kretprobe("fib", maxactive=65536)
     register_kretprobe(m, rp)
-    assert rp.registered and len(rp._free) == 65536
+    assert rp.registered and rp.nfree == 65536
     unregister_kretprobe(m, rp)
 
 
@@ -285,12 +285,12 @@ def test_failed_pool_allocation_leaves_the_probe_unregistered(monkeypatch: pytes
     def no_memory(*_args: object) -> None:
         raise MemoryError
 
-    with monkeypatch.context() as patch:
-        patch.setattr(_kretprobe.KretprobeInstance, "__init__", no_memory)
+    with monkeypatch.context() as patch:         # the arena of the instances' data
+        patch.setattr(_kretprobe, "bytearray", no_memory, raising=False)
         with pytest.raises(ProbeError) as info:
             register_kretprobe(m, rp)
     assert info.value.errno == errno.ENOMEM
     assert not rp.registered and rp._mgr is None and list_probes(m) == ""
     assert m.call("fib", 10) == 55
     register_kretprobe(m, rp)
-    assert m.call("fib", 10) == 55 and len(rp._free) == 100
+    assert m.call("fib", 10) == 55 and rp.nfree == 100
