@@ -76,12 +76,11 @@ class Program:
     def policy(self) -> FsPolicy:
         """The guest's file view. Raises ProgramError for a directory that is not one."""
         files = (self.path, *self.scripts)
-        extra: dict[str, Any] = {"mounts": tuple(map(_mount, self.mounts))} if self.mounts else {}
+        mounts = tuple(map(_mount, self.mounts))
         try:
-            system = getattr(FsPolicy, "system", None)
-            if self.fs == "none" or system is None:     # (an emu.linux without it: the old view)
-                return FsPolicy(self.cwd, self.writable, files=files, **extra)
-            return system(self.cwd, writable=self.writable, files=files, **extra)
+            if self.fs == "none":
+                return FsPolicy(self.cwd, self.writable, files=files, mounts=mounts)
+            return FsPolicy.system(self.cwd, writable=self.writable, files=files, mounts=mounts)
         except (OSError, ValueError) as exc:
             raise ProgramError(str(exc)) from None
 
