@@ -5,6 +5,8 @@
  *   procs hello ARG  prints "hello ARG pid=same" (after exec: pid kept)
  *   procs vfork      vfork + _exit(7) in the child
  *   procs spawn      posix_spawn of "procs hello spawned"
+ *   procs spawnfail  posix_spawn of a missing file: the child's error reaches the parent through
+ *                    the memory they share (CLONE_VM|CLONE_VFORK)
  *   procs sigpipe    write to a pipe with no reader: the child dies of SIGPIPE
  *   procs tree N     N children each print their index; the parent reaps all in order of exit
  *   procs cloexec    an O_CLOEXEC pipe end is closed in the exec'd child
@@ -126,6 +128,13 @@ int main(int argc, char **argv) {
         if (err) { printf("posix_spawn: %s\n", strerror(err)); return 1; }
         waitpid(pid, &status, 0);
         report(pid, status);
+        return 0;
+    }
+    if (!strcmp(mode, "spawnfail")) {
+        pid_t pid;
+        char *args[] = {"./no-such-program", NULL};
+        int err = posix_spawn(&pid, args[0], NULL, NULL, args, environ);
+        printf("posix_spawn: %s\n", strerror(err));
         return 0;
     }
     if (!strcmp(mode, "sigpipe")) {

@@ -16,7 +16,8 @@ from emu import Machine
 from emu._memory import PAGE, PROT_RW, Memory
 from tests.guests import guest_bin
 
-MODES = ["fork", "pipe", "exec", "vfork", "spawn", "sigpipe", "cloexec", "segv", "kill", "threadexec"]
+MODES = ["fork", "pipe", "exec", "vfork", "spawn", "sigpipe", "cloexec", "segv", "kill", "threadexec",
+         "spawnfail"]
 
 
 @pytest.fixture(scope="module")
