@@ -1,4 +1,9 @@
-"""The seeded preemptive scheduler: every task of a machine on one virtual CPU.
+"""The seeded preemptive scheduler: every task of a run on one virtual CPU.
+
+A run's tasks are the spawned tasks of a machine, or the threads of every
+process of a program (emu.linux): each process has its own machine (address
+space and engine) and a task runs on its own (``task.machine``); the run's one
+clock lives in the first machine and is copied into another around its slices.
 
 One runner owns every scheduling decision (trio's ``_run.py``, rr's chaos mode):
 which task runs next and for how long both come from one ``random.Random(seed)``,
