@@ -19,9 +19,14 @@ demo: $(STAMP)
 	$(VENV)/bin/kprobe-emu demo
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.
+# The whole suite on the native core when it is built, then the probe suites again
+# on the pure-Python path (KPE_NATIVE=0), the reference.
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	KPE_NATIVE=0 $(PY) -m pytest -q -p no:cacheprovider tests/probes tests/regress tests/emu/test_native.py; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import unicorn_const as _uc
-from unicorn.x86_const import UC_X86_INS_SYSENTER, UC_X86_REG_FPCW, UC_X86_REG_MXCSR
+from unicorn.x86_const import UC_X86_INS_SYSENTER, UC_X86_REG_FPCW, UC_X86_REG_MXCSR, UC_X86_REG_RIP
 
+from . import native
 from ._asm import assemble
 from ._cpu import Cpu
 from ._engine import UNLIMITED, Engine
@@ -328,6 +329,16 @@ class Machine(TaskingMixin, StopsMixin):
         traps = self.traps
         gpr = self.cpu.gpr
 
+        def unhandled(intno: int) -> None:
+            """An interrupt no trap takes: a fault of the guest."""
+            self._fault_intno = intno
+            if intno == 3:
+                addr = gpr[RIP] - 1
+                self._fault = ("trap", f"int3 at {self.symbolize(addr)} ({addr:#x}) with no handler")
+            else:
+                self._fault = ("trap", f"unhandled interrupt {intno} at {gpr[RIP]:#x}")
+            self._uc.emu_stop()
+
         def on_intr(_uch: Any, intno: int, _key: Any) -> None:
             try:
                 if intno == 3:
@@ -336,12 +347,7 @@ class Machine(TaskingMixin, StopsMixin):
                     if fn is not None:
                         fn(addr)
                         return
-                    self._fault_intno = intno
-                    self._fault = ("trap", f"int3 at {self.symbolize(addr)} ({addr:#x}) with no handler")
-                else:
-                    self._fault_intno = intno
-                    self._fault = ("trap", f"unhandled interrupt {intno} at {gpr[RIP]:#x}")
-                self._uc.emu_stop()
+                unhandled(intno)
             except BaseException as exc:  # ctypes would swallow it: carry it to call()
                 self.abort(exc)
 
@@ -367,14 +373,24 @@ class Machine(TaskingMixin, StopsMixin):
             self._fault_rip = rip
             self._uc.emu_stop()
 
-        self._hooks.add(_uc.UC_HOOK_INTR, HOOK_INTR_CFUNC, on_intr)
+        if native.AVAILABLE:
+            # The same dispatch in C (emu._native.intr_dispatch): an int3 of the
+            # trap table calls its callable without a ctypes trip; the rest is
+            # unhandled()'s. KPE_NATIVE=0 keeps on_intr, the reference.
+            self._dispatch = native.Dispatch(traps, unhandled, self.abort,
+                                             native.function_address("uc_reg_read"), UC_X86_REG_RIP)
+            self._hooks.add_native(_uc.UC_HOOK_INTR, native.ADDRESSES["intr_dispatch"],
+                                   self._dispatch.address())
+        else:
+            self._hooks.add(_uc.UC_HOOK_INTR, HOOK_INTR_CFUNC, on_intr)
         self._hooks.add(_uc.UC_HOOK_MEM_UNMAPPED | _uc.UC_HOOK_MEM_PROT,
                         HOOK_MEM_INVALID_CFUNC, on_bad_mem)
         self._hooks.add(_uc.UC_HOOK_INSN, _HOOK_INSN_CFUNC, on_sysenter, 1, 0,
                         ctypes.c_int(UC_X86_INS_SYSENTER))
         self._hooks.add(_uc.UC_HOOK_TLB_FILL, _HOOK_TLB_CFUNC, on_tlb_fill)
 
-    def hook_code(self, addr: int, fn: Callable[..., None], *, raw: bool = False) -> int:
+    def hook_code(self, addr: int, fn: Callable[..., None], *, raw: bool = False,
+                  fast: bool = False) -> int:
         """Call ``fn(addr)`` each time the guest is about to execute ``addr``.
 
         Takes effect at once, also for code translated earlier. Returns a handle
@@ -384,6 +400,9 @@ class Machine(TaskingMixin, StopsMixin):
         With ``raw=True`` Unicorn calls ``fn(uch, addr, size, key)`` directly
         (one Python frame less on a hot path); ``fn`` must then catch its own
         exceptions and hand them to :meth:`abort`, as ctypes would drop them.
+        With ``fast=True`` too, the native core (``emu.native``) calls it as
+        ``fn(None, addr, size, None)`` without ctypes when it is built (what
+        ``fn`` raises goes to :meth:`abort`); a raw ctypes hook otherwise.
         """
         def on_code(_uch: Any, address: int, _size: int, _key: Any) -> None:
             try:
@@ -393,7 +412,12 @@ class Machine(TaskingMixin, StopsMixin):
 
         callback = fn if raw else on_code
         with self._owner:
-            handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, callback, addr, addr)
+            if raw and fast and native.AVAILABLE:
+                hook = native.CodeHook(fn, self.abort)
+                handle = self._hooks.add_native(_uc.UC_HOOK_CODE, native.ADDRESSES["code_dispatch"],
+                                                hook.address(), addr, addr, keep=hook)
+            else:
+                handle = self._hooks.add(_uc.UC_HOOK_CODE, HOOK_CODE_CFUNC, callback, addr, addr)
             self._code_hooks[handle] = addr
             self.mem.invalidate_code(addr, addr + 1)
         return handle

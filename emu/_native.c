@@ -12,7 +12,18 @@
  *               make bench (what Unicorn alone costs per hooked instruction);
  *   count_code  a UC_HOOK_CODE callback that adds one to the uint64 its user
  *               data points to: a hit counter that never enters Python;
- *   noop_intr   a UC_HOOK_INTR callback that does nothing (the int3 floor).
+ *   noop_intr   a UC_HOOK_INTR callback that does nothing (the int3 floor);
+ *   intr_dispatch  the machine's UC_HOOK_INTR callback (emu._machine): an int3 at
+ *               an address of the machine's trap table (a Python dict, read as is,
+ *               so Python's changes count at once) calls that callable with the
+ *               address, with no ctypes conversion on the way; any other
+ *               interrupt goes to the Python fallback. The user data is a
+ *               Dispatch object (below), kept alive by the machine;
+ *   code_dispatch  a UC_HOOK_CODE callback that calls a Python callable as
+ *               fn(None, address, size, None) (a raw hook's arguments) without
+ *               ctypes; its user data is a CodeHook object.
+ * Both hand what a callable raises to on_error (Machine.abort), as ctypes would
+ * drop it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,13 +47,265 @@ static void noop_intr(uc_engine *uc, uint32_t intno, void *user)
     (void)uc; (void)intno; (void)user;
 }
 
+/* --- the interrupt dispatcher ------------------------------------------------ */
+typedef int (*uc_reg_read_t)(uc_engine *uc, int regid, void *value);
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *traps;        /* dict: address -> callable(address) */
+    PyObject *fallback;     /* callable(intno): every other interrupt */
+    PyObject *on_error;     /* callable(exception): what a callback raised (Machine.abort) */
+    uc_reg_read_t reg_read; /* Unicorn's uc_reg_read, from the loaded library */
+    int rip_id;             /* UC_X86_REG_RIP */
+} Dispatch;
+
+static PyObject *take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+static void report_error(Dispatch *d)
+{
+    PyObject *exc = take_exception();
+    if (exc == NULL)
+        return;
+    PyObject *r = PyObject_CallOneArg(d->on_error, exc);
+    if (r == NULL)
+        PyErr_WriteUnraisable(d->on_error);    /* abort itself failed: say so, go on */
+    Py_XDECREF(r);
+    Py_DECREF(exc);
+}
+
+static void intr_dispatch(uc_engine *uc, uint32_t intno, void *user)
+{
+    Dispatch *d = (Dispatch *)user;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (intno == 3) {
+        uint64_t rip = 0;
+        d->reg_read(uc, d->rip_id, &rip);
+        PyObject *key = PyLong_FromUnsignedLongLong(rip - 1);
+        PyObject *fn = key != NULL ? PyDict_GetItemWithError(d->traps, key) : NULL;
+        if (fn != NULL) {
+            Py_INCREF(fn);
+            PyObject *r = PyObject_CallOneArg(fn, key);
+            Py_DECREF(fn);
+            Py_DECREF(key);
+            if (r == NULL)
+                report_error(d);
+            Py_XDECREF(r);
+            PyGILState_Release(gil);
+            return;
+        }
+        Py_XDECREF(key);
+        if (PyErr_Occurred()) {
+            report_error(d);
+            PyGILState_Release(gil);
+            return;
+        }
+    }
+    PyObject *r = PyObject_CallFunction(d->fallback, "I", intno);
+    if (r == NULL)
+        report_error(d);
+    Py_XDECREF(r);
+    PyGILState_Release(gil);
+}
+
+static int Dispatch_init(Dispatch *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"traps", "fallback", "on_error", "reg_read", "rip_id", NULL};
+    PyObject *traps, *fallback, *on_error;
+    unsigned long long reg_read;
+    int rip_id;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKi", kwlist, &PyDict_Type, &traps, &fallback,
+                                     &on_error, &reg_read, &rip_id))
+        return -1;
+    if (!PyCallable_Check(fallback) || !PyCallable_Check(on_error) || reg_read == 0) {
+        PyErr_SetString(PyExc_TypeError, "Dispatch: fallback and on_error must be callables, "
+                                         "reg_read a function address");
+        return -1;
+    }
+    Py_INCREF(traps);
+    Py_INCREF(fallback);
+    Py_INCREF(on_error);
+    Py_XSETREF(self->traps, traps);
+    Py_XSETREF(self->fallback, fallback);
+    Py_XSETREF(self->on_error, on_error);
+    self->reg_read = (uc_reg_read_t)(uintptr_t)reg_read;
+    self->rip_id = rip_id;
+    return 0;
+}
+
+static int Dispatch_traverse(Dispatch *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->traps);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->on_error);
+    return 0;
+}
+
+static int Dispatch_clear(Dispatch *self)
+{
+    Py_CLEAR(self->traps);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void Dispatch_dealloc(Dispatch *self)
+{
+    PyObject_GC_UnTrack(self);
+    Dispatch_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Dispatch_address(Dispatch *self, PyObject *noargs)
+{
+    (void)noargs;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)self);
+}
+
+static PyMethodDef Dispatch_methods[] = {
+    {"address", (PyCFunction)Dispatch_address, METH_NOARGS,
+     "address() -> the object's address: the hook's user data (keep the object alive)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DispatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "emu._native.Dispatch",
+    .tp_doc = "Dispatch(traps, fallback, on_error, reg_read, rip_id): the user data of "
+              "intr_dispatch.",
+    .tp_basicsize = sizeof(Dispatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Dispatch_init,
+    .tp_traverse = (traverseproc)Dispatch_traverse,
+    .tp_clear = (inquiry)Dispatch_clear,
+    .tp_dealloc = (destructor)Dispatch_dealloc,
+    .tp_methods = Dispatch_methods,
+};
+
+/* --- raw code hooks ------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fn;           /* callable(None, address, size, None) */
+    PyObject *on_error;     /* callable(exception) */
+} CodeHook;
+
+static void code_dispatch(uc_engine *uc, uint64_t address, uint32_t size, void *user)
+{
+    (void)uc;
+    CodeHook *h = (CodeHook *)user;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *addr = PyLong_FromUnsignedLongLong(address);
+    PyObject *sz = PyLong_FromUnsignedLong(size);
+    PyObject *r = NULL;
+    if (addr != NULL && sz != NULL) {
+        PyObject *args[4] = {Py_None, addr, sz, Py_None};
+        r = PyObject_Vectorcall(h->fn, args, 4, NULL);
+    }
+    Py_XDECREF(addr);
+    Py_XDECREF(sz);
+    if (r == NULL) {
+        PyObject *exc = take_exception();
+        if (exc != NULL) {
+            PyObject *e = PyObject_CallOneArg(h->on_error, exc);
+            if (e == NULL)
+                PyErr_WriteUnraisable(h->on_error);
+            Py_XDECREF(e);
+            Py_DECREF(exc);
+        }
+    }
+    Py_XDECREF(r);
+    PyGILState_Release(gil);
+}
+
+static int CodeHook_init(CodeHook *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fn", "on_error", NULL};
+    PyObject *fn, *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &fn, &on_error))
+        return -1;
+    if (!PyCallable_Check(fn) || !PyCallable_Check(on_error)) {
+        PyErr_SetString(PyExc_TypeError, "CodeHook: fn and on_error must be callables");
+        return -1;
+    }
+    Py_INCREF(fn);
+    Py_INCREF(on_error);
+    Py_XSETREF(self->fn, fn);
+    Py_XSETREF(self->on_error, on_error);
+    return 0;
+}
+
+static int CodeHook_traverse(CodeHook *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fn);
+    Py_VISIT(self->on_error);
+    return 0;
+}
+
+static int CodeHook_clear(CodeHook *self)
+{
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void CodeHook_dealloc(CodeHook *self)
+{
+    PyObject_GC_UnTrack(self);
+    CodeHook_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *CodeHook_address(CodeHook *self, PyObject *noargs)
+{
+    (void)noargs;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)self);
+}
+
+static PyMethodDef CodeHook_methods[] = {
+    {"address", (PyCFunction)CodeHook_address, METH_NOARGS,
+     "address() -> the object's address: the hook's user data (keep the object alive)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CodeHookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "emu._native.CodeHook",
+    .tp_doc = "CodeHook(fn, on_error): the user data of code_dispatch.",
+    .tp_basicsize = sizeof(CodeHook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)CodeHook_init,
+    .tp_traverse = (traverseproc)CodeHook_traverse,
+    .tp_clear = (inquiry)CodeHook_clear,
+    .tp_dealloc = (destructor)CodeHook_dealloc,
+    .tp_methods = CodeHook_methods,
+};
+
 static PyObject *addresses(PyObject *self, PyObject *noargs)
 {
     (void)self; (void)noargs;
-    return Py_BuildValue("{s:K,s:K,s:K}",
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}",
                          "noop_code", (unsigned long long)(uintptr_t)noop_code,
                          "count_code", (unsigned long long)(uintptr_t)count_code,
-                         "noop_intr", (unsigned long long)(uintptr_t)noop_intr);
+                         "noop_intr", (unsigned long long)(uintptr_t)noop_intr,
+                         "intr_dispatch", (unsigned long long)(uintptr_t)intr_dispatch,
+                         "code_dispatch", (unsigned long long)(uintptr_t)code_dispatch);
 }
 
 static PyMethodDef methods[] = {
@@ -58,5 +321,22 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&DispatchType) < 0 || PyType_Ready(&CodeHookType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&DispatchType);
+    if (PyModule_AddObject(m, "Dispatch", (PyObject *)&DispatchType) < 0) {
+        Py_DECREF(&DispatchType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&CodeHookType);
+    if (PyModule_AddObject(m, "CodeHook", (PyObject *)&CodeHookType) < 0) {
+        Py_DECREF(&CodeHookType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -54,15 +54,19 @@ class RawHooks:
         return handle.value
 
     def add_native(self, htype: int, address: int, user_data: int = 0, begin: int = 1,
-                   end: int = 0) -> int:
+                   end: int = 0, keep: Any = None) -> int:
         """Add a hook whose callback is a C function at ``address`` (emu._native):
-        Unicorn calls it without entering Python. ``user_data`` is passed as is."""
+        Unicorn calls it without entering Python. ``user_data`` is passed as is;
+        ``keep`` (the object it points to) lives until the hook is deleted and
+        retired, like a ctypes callback."""
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(
             self._uc._uch, ctypes.byref(handle), htype, ctypes.c_void_p(address),
             ctypes.c_void_p(user_data), ctypes.c_uint64(begin), ctypes.c_uint64(end))
         if status != 0:
             raise RuntimeError(f"uc_hook_add failed with Unicorn error {status}")
+        if keep is not None:
+            self._keep[handle.value] = keep
         return handle.value
 
     def delete(self, handle: int) -> None:

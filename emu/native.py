@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import Any
 
-__all__ = ["AVAILABLE", "ADDRESSES", "WHY_NOT"]
+__all__ = ["AVAILABLE", "ADDRESSES", "WHY_NOT", "Dispatch", "CodeHook", "function_address"]
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -32,3 +33,19 @@ def _load() -> tuple[ModuleType | None, str]:
 _module, WHY_NOT = _load()
 AVAILABLE = _module is not None
 ADDRESSES: dict[str, int] = dict(_module.addresses()) if _module is not None else {}
+
+
+def function_address(name: str) -> int:
+    """The address of a function of the loaded Unicorn library (``uc_reg_read``):
+    the native core calls Unicorn through these, without its headers."""
+    import ctypes
+
+    from ._uclib import uclib
+
+    return int(ctypes.cast(getattr(uclib, name), ctypes.c_void_p).value or 0)
+
+
+# The user data of the native interrupt dispatcher (emu/_native.c), or None.
+Dispatch: Any = getattr(_module, "Dispatch", None)
+# The user data of the native raw code hook (emu/_native.c code_dispatch), or None.
+CodeHook: Any = getattr(_module, "CodeHook", None)

@@ -297,7 +297,7 @@ class KprobeManager:
     def _hook(self, site: _Site) -> None:
         assert site.handler is not None
         site.hooked = site.handler
-        site.hook = self.m.hook_code(site.addr, site.handler, raw=True)
+        site.hook = self.m.hook_code(site.addr, site.handler, raw=True, fast=True)
 
     def _promote(self) -> None:
         """An optimized slot came free: optimize waiting int3 sites (the kernel's

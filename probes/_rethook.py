@@ -52,7 +52,7 @@ class Rethook:
         self.inflight: dict[Task, list[KretprobeInstance]] = {}
         self.trampoline = mgr.arch.trampoline
         self.addr = self.trampoline.addr
-        mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True)
+        mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True, fast=True)
         mgr.m.on_task_exit.append(self.task_exit)
         mgr.m.on_call_start.append(self._call_start)
         mgr.m.on_call_end.append(self._call_end)
