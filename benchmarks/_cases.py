@@ -94,10 +94,11 @@ def floor_c(m: Machine) -> None:
     m.mem.invalidate_code(leaf, leaf + 1)
 
 
-def kprobe(offset: int = 0, post: bool = False, optimized: bool = False) -> Callable[[Machine], None]:
+def kprobe(offset: int = 0, post: bool = False, optimized: bool = False,
+           handler: bool = True) -> Callable[[Machine], None]:
     def setup(m: Machine) -> None:
         set_optimization(m, optimized)
-        register_kprobe(m, Kprobe("leaf", offset=offset, pre_handler=_noop,
+        register_kprobe(m, Kprobe("leaf", offset=offset, pre_handler=_noop if handler else None,
                                   post_handler=_noop if post else None))
     return setup
 
@@ -181,6 +182,7 @@ def main_cases() -> list[Case]:
         Case("kprobe, int3, emulated push (entry)", LEAF, kprobe()),
         Case("kprobe, int3, boosted", LEAF, kprobe(offset=1)),
         Case("kprobe, optimized", LEAF, kprobe(optimized=True)),
+        Case("kprobe, optimized, no handlers", LEAF, kprobe(optimized=True, handler=False)),
         Case("kprobe with post_handler (single-step)", LEAF, kprobe(offset=1, post=True)),
         Case("kretprobe, int3, no-op handlers", LEAF, kretprobe()),
         Case("kretprobe, optimized, no-op handlers", LEAF, kretprobe(optimized=True)),

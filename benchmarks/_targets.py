@@ -64,4 +64,6 @@ NATIVE_TARGETS: tuple[Target, ...] = (
     Target("kretprobe with entry_handler and handler (x raw floor)",
            "kretprobe + entry_handler, data_size=8 (demo) (x raw)", "<=", 3.5),
     Target("memory of 1,000 kretprobes, maxactive 10 (MiB)", "memory MiB", "<=", 2.0),
+    Target("kprobe with no handlers, optimized (x raw floor)", "kprobe, optimized, no handlers (x raw)",
+           "<=", 0.5),
 )

@@ -45,6 +45,8 @@ from .arch.x86_64 import X86_64, ArchInsn
 
 __all__ = ["KprobeManager", "get_manager"]
 
+_NO_HOOK = -1           # site.hook of an optimized site that has nothing to run
+
 _EXT_KEY = "probes.kprobes"
 
 # Unicorn walks its whole list of code hooks for every hooked instruction, so
@@ -212,7 +214,7 @@ class KprobeManager:
         self._stepping.clear()
         for site in self._rehook:
             if site.hook is not None and site.hooked is not site.handler:
-                self.m.unhook(site.hook)
+                self._unhook(site)
                 self._hook(site)
         self._rehook.clear()
         for site in self._dying:
@@ -262,7 +264,7 @@ class KprobeManager:
             self.arch.disarm(site.addr)
             self.m.traps.pop(site.addr, None)    # an int3 there later is not ours
         if site.hook is not None and mode != "optimized":
-            self.m.unhook(site.hook)
+            self._unhook(site)
             site.hook = site.hooked = None
             self.n_optimized -= 1
         if mode == "optimized":
@@ -278,8 +280,8 @@ class KprobeManager:
             if site.hook is None:
                 self.n_optimized += 1
                 self._hook(site)
-            elif self.m.depth == 0:
-                self.m.unhook(site.hook)
+            elif self.m.depth == 0 or site.hook == _NO_HOOK:   # (none of its own in the walk)
+                self._unhook(site)
                 self._hook(site)
             else:
                 # A guest run is in progress, maybe in this very hook's callback:
@@ -297,7 +299,16 @@ class KprobeManager:
     def _hook(self, site: _Site) -> None:
         assert site.handler is not None
         site.hooked = site.handler
+        if not any(kp.pre_handler is not None for kp in site.active):
+            # Nothing to run at a hit (no handler, no kretprobe): no hook at all, so
+            # the probe costs nothing (issue 12). It is then no preemption point.
+            site.hook = _NO_HOOK
+            return
         site.hook = self.m.hook_code(site.addr, site.handler, raw=True, fast=True)
+
+    def _unhook(self, site: _Site) -> None:
+        if site.hook is not None and site.hook != _NO_HOOK:
+            self.m.unhook(site.hook)
 
     def _promote(self) -> None:
         """An optimized slot came free: optimize waiting int3 sites (the kernel's

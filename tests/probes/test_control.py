@@ -325,3 +325,25 @@ def test_a_handler_that_changes_how_its_own_site_is_served() -> None:
     assert m.call("open_loop", 3) == 0
     assert not kp.flags & KPROBE_FLAG_OPTIMIZED
     assert log == ["pre", "pre", "post", "pre", "post"]
+
+
+def test_an_optimized_probe_with_no_handler_costs_nothing() -> None:
+    """A site with nothing to run at a hit gets no code hook at all (issue 12);
+    a probe with a handler joining it gets one, and fires."""
+    import guest
+    from probes import Kprobe, register_kprobe, set_optimization, unregister_kprobe
+
+    m = guest.load("fib")
+    set_optimization(m, True)
+    addr = m.symbols["fib"]
+    bare = Kprobe("fib")
+    register_kprobe(m, bare)
+    assert bare.flags & KPROBE_FLAG_OPTIMIZED and addr not in m._code_hooks.values()
+    assert m.call("fib", 10) == 55
+    hits: list[int] = []
+    busy = Kprobe("fib", pre_handler=lambda kp, regs: hits.append(regs.rip) and 0)
+    register_kprobe(m, busy)
+    assert addr in m._code_hooks.values()
+    assert m.call("fib", 10) == 55 and len(hits) == 177
+    unregister_kprobe(m, busy)
+    assert addr not in m._code_hooks.values() and m.call("fib", 10) == 55
