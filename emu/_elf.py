@@ -18,6 +18,7 @@ allowed", whether or not it exists), and an image that fits the machine's
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from ._objects import EXE, INTERP
 from ._regtable import NR_FAST, RIP, RSP
 from .linux import SYSTEM_LIBRARY_DIRS, AddressSpace, Diagnostics, FsPolicy, Kernel, KernelError
 from .linux._files import InputFile, Stdin
+from .linux._kernel import GID, UID
 
 if TYPE_CHECKING:
     from ._machine import Machine
@@ -76,30 +78,13 @@ def load_program(m: Machine, path: str, argv: Sequence[str | bytes] | None = Non
             policy = FsPolicy(fs_root, fs_writable, files=(path,))
         except OSError as exc:
             raise LoadError(str(exc)) from None
-    interp = _read_interp(path, exe, policy)
-    try:
-        mm, exe_base, interp_base = _map_program(m, path, exe, interp)
-    except LoadError:
-        raise
-    except (EmuError, KernelError) as exc:      # over mem_limit, or no room left
-        reason = str(exc) if isinstance(exc, EmuError) else "no room in the address space"
-        raise LoadError(f"{path}: cannot map the program: {reason}") from None
+    rng = random.Random(seed)                 # AT_RANDOM first, then the kernel's getrandom
+    mm, entry = _load_image(m, exe, path, _argv(path, argv), _env(env), policy, rng.randbytes(16),
+                            UID, GID, path)
     k = Kernel(m, policy, mm, exe_path=os.path.realpath(path), seed=seed, diagnostics=diagnostics)
+    k.rng = rng
     k.files.install(InputFile(stdin), 0)        # bytes, or a host stream read on demand
-    m.objects.add_object(exe, path, exe_base, EXE)
-    if interp is not None:
-        m.objects.add_object(interp, interp.path, interp_base, INTERP)
-    phdr = exe.phdr_vaddr + exe_base if exe.phdr_vaddr is not None else 0
-    for what, value in (("entry point", exe.entry + exe_base), ("PT_PHDR address", phdr)):
-        if not 0 <= value < _USER_TOP:
-            raise LoadError(f"{path}: {what} {value:#x} is outside user space")
-    image = ProcessImage(phdr=phdr, phnum=exe.phnum, entry=exe.entry + exe_base, interp_base=interp_base,
-                         uid=k.uid, gid=k.gid)
-    sp = build_stack(m.mem, m.tasks[0].stack.end - _CALL_SCRATCH, _argv(path, argv), _env(env),
-                     os.fsencode(path), image, k.rng.randbytes(16))
-    k.entry = interp.entry + interp_base if interp is not None else image.entry
-    _initial_registers(m, sp, k.entry)
-    m.tasks[0].context = m._uc.context_save()
+    k.entry = entry
     m.tasks[0].comm = os.path.basename(path)[:15]      # __set_task_comm at exec
     k.install()
     return k
@@ -117,13 +102,20 @@ def exec_image(m: Machine, path: str, argv: Sequence[bytes], envp: Sequence[byte
     Raises:
         LoadError: as :func:`load_program`.
     """
-    exe = read_elf(path)
+    return _load_image(m, read_elf(path), path, argv, envp, policy, random16, uid, gid, shown_path)
+
+
+def _load_image(m: Machine, exe: ElfFile, path: str, argv: Sequence[bytes], envp: Sequence[bytes],
+                policy: FsPolicy, random16: bytes, uid: int, gid: int,
+                shown_path: str) -> tuple[AddressSpace, int]:
+    """Map ``exe`` (read from ``path``) and its interpreter, build the stack, set
+    the registers: what :func:`load_program` and :func:`exec_image` share."""
     interp = _read_interp(path, exe, policy)
     try:
         mm, exe_base, interp_base = _map_program(m, path, exe, interp)
     except LoadError:
         raise
-    except (EmuError, KernelError) as exc:
+    except (EmuError, KernelError) as exc:      # over mem_limit, or no room left
         reason = str(exc) if isinstance(exc, EmuError) else "no room in the address space"
         raise LoadError(f"{path}: cannot map the program: {reason}") from None
     m.objects.add_object(exe, shown_path, exe_base, EXE)

@@ -148,14 +148,14 @@ def write_from(k: Kernel, f: OpenFile, vecs: Sequence[tuple[int, int]], offset: 
     return done
 
 
-def _waiting(k: Kernel, f: OpenFile, transfer: Callable[[], int]) -> int:
-    """Run a read or write that may wait (a pipe, :mod:`._pipe`): a non-blocking
-    file fails with ``EAGAIN``, else the call waits and runs again when woken.
-    ``EPIPE`` also sends ``SIGPIPE`` to the thread (``pipe_write``)."""
+def waiting(k: Kernel, transfer: Callable[[], int], *files: OpenFile) -> int:
+    """Run a transfer that may wait (a pipe, :mod:`._pipe`): when one of ``files``
+    is non-blocking it fails with ``EAGAIN``, else the call waits and runs again
+    when woken. ``EPIPE`` also sends ``SIGPIPE`` to the thread (``pipe_write``)."""
     try:
         return transfer()
     except WouldBlock as wait:
-        if f.status_flags & O_NONBLOCK:
+        if any(f.status_flags & O_NONBLOCK for f in files):
             raise
         block_on(k, wait.what, [wait.queue])
         raise                                       # pragma: no cover - block_on raises
@@ -176,7 +176,7 @@ def send_sigpipe(k: Kernel) -> None:
 def sys_read(k: Kernel, fd: int, buf: int, count: int) -> int:
     f = k.files[s32(fd)]
     _access_ok(buf, count)
-    return _waiting(k, f, lambda: read_into(k, f, [(buf, count)]))
+    return waiting(k, lambda: read_into(k, f, [(buf, count)]), f)
 
 
 @syscall("pread64")
@@ -191,7 +191,7 @@ def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int) -> int:
 def sys_write(k: Kernel, fd: int, buf: int, count: int) -> int:
     f = k.files[s32(fd)]
     _access_ok(buf, count)
-    return _waiting(k, f, lambda: write_from(k, f, [(buf, count)]))
+    return waiting(k, lambda: write_from(k, f, [(buf, count)]), f)
 
 
 @syscall("pwrite64")
@@ -223,7 +223,7 @@ def _iovecs(k: Kernel, iov: int, iovcnt: int) -> list[tuple[int, int]]:
 def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
     f = k.files[s32(fd)]
     vecs = _iovecs(k, iov, iovcnt)
-    return _waiting(k, f, lambda: write_from(k, f, vecs))
+    return waiting(k, lambda: write_from(k, f, vecs), f)
 
 
 @syscall("readv")
@@ -232,7 +232,7 @@ def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int) -> int:
     stream is read once, never again for the next vector (musl reads stdin so)."""
     f = k.files[s32(fd)]
     vecs = _iovecs(k, iov, iovcnt)
-    return _waiting(k, f, lambda: read_into(k, f, vecs))
+    return waiting(k, lambda: read_into(k, f, vecs), f)
 
 
 @syscall("lseek")

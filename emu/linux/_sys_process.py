@@ -26,16 +26,6 @@ import random
 import struct
 from typing import TYPE_CHECKING, TypeVar
 
-from unicorn.x86_const import (
-    UC_X86_REG_FS_BASE,
-    UC_X86_REG_R11,
-    UC_X86_REG_RAX,
-    UC_X86_REG_RCX,
-    UC_X86_REG_RIP,
-    UC_X86_REG_RSP,
-)
-
-from .._regtable import RIP
 from .._task import Task
 from ._futex import FutexTable
 from ._kernel import Kernel
@@ -48,10 +38,10 @@ from ._sys_thread import (
     CLONE_CHILD_CLEARTID,
     CLONE_CHILD_SETTID,
     CLONE_PARENT_SETTID,
-    CLONE_SETTLS,
     CLONE_THREAD,
     CLONE_VFORK,
     CLONE_VM,
+    child_context,
     new_thread,
 )
 from ._wait import block_on
@@ -113,7 +103,7 @@ def new_process(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: in
         m.current_task = task
     task.comm = parent_task.comm
     child = _child_kernel(k, m, task)
-    task.context = _child_registers(parent_m, flags, newsp, tls)
+    task.context = child_context(parent_m, flags, newsp, tls)
     task.signal = ThreadSignals(mask=thread_signals(parent_task).mask)
     if flags & CLONE_PARENT_SETTID:
         k.write(ptid, _U32.pack(task.tid))
@@ -172,22 +162,6 @@ def _copy_mm(mm: AddressSpace, m: Machine) -> AddressSpace:
     new = copy.copy(mm)
     new.mem = m.mem
     return new
-
-
-def _child_registers(parent_m: Machine, flags: int, newsp: int, tls: int) -> object:
-    """The parent's registers as the ``syscall`` returns, with rax 0 (rcx, r11 as
-    ``entry_SYSCALL_64`` leaves them), on ``newsp`` if given."""
-    ctx = parent_m._uc.context_save()
-    after = parent_m.cpu.gpr[RIP] + 2
-    values = {UC_X86_REG_RIP: after, UC_X86_REG_RAX: 0, UC_X86_REG_RCX: after,
-              UC_X86_REG_R11: parent_m.cpu.eflags}
-    if newsp:
-        values[UC_X86_REG_RSP] = newsp
-    if flags & CLONE_SETTLS:
-        values[UC_X86_REG_FS_BASE] = tls
-    for reg, value in values.items():
-        ctx.reg_write(reg, value)
-    return ctx
 
 
 def _copy_machine(p: Machine) -> Machine:

@@ -34,15 +34,12 @@ import struct
 
 from ._files import OpenFile
 from ._kernel import Kernel
-from ._pipe import WouldBlock
 from ._registry import KernelError, s32, syscall
-from ._sys_io import send_sigpipe
-from ._wait import block_on
+from ._sys_io import waiting
 
 MAX_RW_COUNT = 0x7FFF_F000          # INT_MAX & PAGE_MASK (include/linux/fs.h)
 COPY_CHUNK = 1 << 20                # host bytes per step of a copy
 SEEK_SET, SEEK_CUR = 0, 1
-O_APPEND, O_NONBLOCK = 0o2000, 0o4000
 _LOFF = struct.Struct("<q")
 _LOFF_MAX = (1 << 63) - 1
 
@@ -88,17 +85,7 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset: int, count: int) ->
     count = min(count, MAX_RW_COUNT)
     if start is not None:
         count = min(count, _LOFF_MAX - start)
-    try:
-        done = _copy(src, dst, count, start, None)
-    except WouldBlock as wait:
-        if (src.status_flags | dst.status_flags) & O_NONBLOCK:
-            raise
-        block_on(k, wait.what, [wait.queue])
-        raise                               # pragma: no cover - block_on raises
-    except KernelError as exc:
-        if exc.errno == errno.EPIPE:
-            send_sigpipe(k)
-        raise
+    done = waiting(k, lambda: _copy(src, dst, count, start, None), src, dst)
     if start is not None:
         if pos is not None:
             k.write(offset, _LOFF.pack(start + done))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import struct
 import time
+from typing import TYPE_CHECKING, Any
 
 from unicorn.x86_const import (
     UC_X86_REG_FS_BASE,
@@ -34,6 +35,9 @@ from ._futex import FUTEX_BITSET_MATCH_ANY
 from ._kernel import Kernel
 from ._registry import KernelError, s32, syscall
 from ._signal import ThreadSignals, thread_signals
+
+if TYPE_CHECKING:
+    from .._machine import Machine
 
 # include/uapi/linux/sched.h
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
@@ -68,6 +72,24 @@ def sys_clone3(k: Kernel) -> int:
     raise KernelError(errno.ENOSYS)
 
 
+def child_context(m: Machine, flags: int, newsp: int, tls: int) -> Any:
+    """The registers a new thread or process starts with: the caller's as its
+    ``syscall`` returns (entry_SYSCALL_64's return path: rcx = return address,
+    r11 = flags) with rax 0, on ``newsp`` if given, with ``tls`` as FS base for
+    ``CLONE_SETTLS``."""
+    ctx = m._uc.context_save()
+    after = m.cpu.gpr[RIP] + 2
+    values = {UC_X86_REG_RIP: after, UC_X86_REG_RAX: 0, UC_X86_REG_RCX: after,
+              UC_X86_REG_R11: m.cpu.eflags}
+    if newsp:
+        values[UC_X86_REG_RSP] = newsp
+    if flags & CLONE_SETTLS:
+        values[UC_X86_REG_FS_BASE] = tls
+    for reg, value in values.items():
+        ctx.reg_write(reg, value)
+    return ctx
+
+
 def new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int) -> int:
     """``clone`` of a thread (``CLONE_VM|CLONE_SIGHAND|CLONE_THREAD``)."""
     if flags & _THREAD_NEEDS != _THREAD_NEEDS or flags & CLONE_VFORK:
@@ -79,19 +101,7 @@ def new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int
     task.comm = m.current_task.comm
     task.process = k
     task.pid = k.pid
-    # The child resumes after the syscall with rax = 0 on its own stack
-    # (entry_SYSCALL_64's return path: rcx = return address, r11 = flags).
-    ctx = m._uc.context_save()
-    after = m.cpu.gpr[RIP] + 2
-    values = {UC_X86_REG_RIP: after, UC_X86_REG_RAX: 0, UC_X86_REG_RCX: after,
-              UC_X86_REG_R11: m.cpu.eflags}
-    if newsp:
-        values[UC_X86_REG_RSP] = newsp
-    if flags & CLONE_SETTLS:
-        values[UC_X86_REG_FS_BASE] = tls
-    for reg, value in values.items():
-        ctx.reg_write(reg, value)
-    task.context = ctx
+    task.context = child_context(m, flags, newsp, tls)
     task.signal = ThreadSignals(mask=thread_signals(m.current_task).mask)   # copy_process
     if flags & CLONE_PARENT_SETTID:
         k.write(ptid, _U32.pack(task.tid))
