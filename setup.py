@@ -1,4 +1,7 @@
-"""The optional C extension (emu._native); everything else is in pyproject.toml.
+"""The optional C extensions (the native core); everything else is in pyproject.toml.
+
+``emu._native`` (emu/_native.c): the machine's dispatch and hook floors.
+``probes._native`` (probes/_native.c): the probe hit paths.
 
 ``optional=True``: without a C compiler (or Python's headers) the install goes
 on and the pure-Python path is used (``emu.native.AVAILABLE`` is False).
@@ -6,5 +9,8 @@ on and the pure-Python path is used (``emu.native.AVAILABLE`` is False).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("emu._native", ["emu/_native.c"], optional=True,
-                             extra_compile_args=["-O2", "-Wall"])])
+_FLAGS = ["-O2", "-Wall"]
+
+setup(ext_modules=[Extension("emu._native", ["emu/_native.c"], optional=True, extra_compile_args=_FLAGS),
+                   Extension("probes._native", ["probes/_native.c"], optional=True,
+                             extra_compile_args=_FLAGS)])

@@ -422,6 +422,18 @@ class Machine(TaskingMixin, StopsMixin):
             self.mem.invalidate_code(addr, addr + 1)
         return handle
 
+    def hook_code_native(self, addr: int, callback: int, user: Any) -> int:
+        """:meth:`hook_code` with a C callback at address ``callback`` (a native
+        core's ``uc_cb_hookcode_t``), called with ``user.address()`` as its user
+        data; ``user`` is kept alive while the hook is. The callback catches its
+        own errors (and hands them to :meth:`abort`)."""
+        with self._owner:
+            handle = self._hooks.add_native(_uc.UC_HOOK_CODE, callback, user.address(), addr, addr,
+                                            keep=user)
+            self._code_hooks[handle] = addr
+            self.mem.invalidate_code(addr, addr + 1)
+        return handle
+
     def unhook(self, handle: int) -> None:
         """Remove a :meth:`hook_code` hook; blocks that called it are retranslated."""
         with self._owner:

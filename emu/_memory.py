@@ -127,6 +127,8 @@ class Memory:
         # Called with (start, end) of each region about to be unmapped, while it
         # is still mapped: clients forget what they planted there (breakpoints).
         self.on_unmap: list[Callable[[int, int], None]] = []
+        # Called with (start, end) after pages of it changed permissions.
+        self.on_protect: list[Callable[[int, int], None]] = []
 
     # --- mapping -------------------------------------------------------------
     def map(self, start: int, size: int, perms: int = PROT_RW, name: str = "") -> Region:
@@ -301,6 +303,8 @@ class Memory:
         for r in self._split_range(start, end):
             self._uc.mem_protect(r.start, r.size, perms)
             r.perms = perms
+        for fn in self.on_protect:
+            fn(start, end)
 
     def regions_in(self, start: int, end: int) -> list[Region]:
         """The regions overlapping ``[start, end)``, in address order."""

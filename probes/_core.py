@@ -34,12 +34,13 @@ from collections.abc import Callable
 from typing import Any
 
 from emu import Machine, Task
-from emu._memory import PROT_X
+from emu._memory import PROT_RW, PROT_X
 from emu._regtable import RIP
 
+from ._cnative import ADDRESSES, for_machine
 from ._errors import ProbeError
 from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE, KPROBE_FLAG_OPTIMIZED, Kprobe
-from ._regs import PtRegs
+from ._regs import regs_for
 from ._rethook import Rethook
 from .arch.x86_64 import X86_64, ArchInsn
 
@@ -83,7 +84,8 @@ class _Site:
 def get_manager(m: Machine) -> KprobeManager:
     mgr = m.extensions.get(_EXT_KEY)
     if mgr is None:
-        mgr = m.extensions[_EXT_KEY] = KprobeManager(m)
+        cls = _NativeManager if for_machine(m) is not None else KprobeManager
+        mgr = m.extensions[_EXT_KEY] = cls(m)
         from ._follow import follow_processes
         follow_processes(m)
     return mgr
@@ -92,17 +94,20 @@ def get_manager(m: Machine) -> KprobeManager:
 class KprobeManager:
     """Probe table, arming, and the trap paths of one machine."""
 
+    running = False                         # kprobe_running()
+    native: Any = None                      # the native core's module (_NativeManager)
+    core: Any = None                        # its state of this manager
+
     def __init__(self, m: Machine) -> None:
         self.m = m
         self.arch = X86_64(m)
         self.sites: dict[int, _Site] = {}
         self._addrs: list[int] = []         # sorted keys of sites
-        self.running = False
         self.armed_all = True
         self.optimize = False
         self.n_optimized = 0
         self.user_blacklist: list[tuple[int, int]] = []
-        self.regs = PtRegs(m.cpu.gpr, m.cpu, m.mem)
+        self.regs = regs_for(m)
         self.regs.machine = m               # which process's registers (probes._follow)
         self._gpr = m.cpu.gpr
         self.rethook = Rethook(self)
@@ -114,6 +119,7 @@ class KprobeManager:
         m.on_start.append(self._reset_transient)
         m.on_task_exit.append(self._task_exit)
         m.mem.on_unmap.append(self._on_unmap)
+        m.mem.on_protect.append(self._on_protect)
 
     # --- registration ---------------------------------------------------------------
     def resolve(self, kp: Kprobe) -> int:
@@ -169,8 +175,14 @@ class KprobeManager:
             self.m.traps[site.ainsn.slot.step_trap] = self._step_trap_for(site)
         return site
 
+    def _on_protect(self, start: int, end: int) -> None:
+        if self.core is not None:
+            self.core.invalidate()
+
     def _on_unmap(self, start: int, end: int) -> None:
         """``kill_kprobe()`` for each site in ``[start, end)``: its code is going away."""
+        if self.core is not None:
+            self.core.invalidate()
         lo = bisect.bisect_left(self._addrs, start)
         hi = bisect.bisect_left(self._addrs, end)
         for addr in self._addrs[lo:hi]:
@@ -304,7 +316,10 @@ class KprobeManager:
             # the probe costs nothing (issue 12). It is then no preemption point.
             site.hook = _NO_HOOK
             return
-        site.hook = self.m.hook_code(site.addr, site.handler, raw=True, fast=True)
+        if self.native is not None and isinstance(site.handler, self.native.Hit):
+            site.hook = self.m.hook_code_native(site.addr, ADDRESSES["hit_code"], site.handler)
+        else:
+            site.hook = self.m.hook_code(site.addr, site.handler, raw=True, fast=True)
 
     def _unhook(self, site: _Site) -> None:
         if site.hook is not None and site.hook != _NO_HOOK:
@@ -337,10 +352,21 @@ class KprobeManager:
             return self.rethook.entry_fast_path(site, only._kretprobe, general, optimized)
         return self._pre_path(site, optimized, forward=True)
 
+    def _rw_span(self, addr: int) -> tuple[int, int, int, object] | None:
+        """For the native core: ``(start, end, host address, keep)`` of the
+        readable and writable mapping holding ``addr``, or None. ``keep`` holds
+        the host memory while the core caches the span (until :meth:`_on_unmap`
+        or :meth:`_on_protect` has it forget)."""
+        r = self.m.mem.region_at(addr)
+        if r is None or r.perms & PROT_RW != PROT_RW or not r.ptr:
+            return None
+        return r.start, r.end, r.ptr, r.buf
+
     def find_ret_addr(self, slot: int) -> int | None:
         """``kretprobe_find_ret_addr()``: the real return address the current task's
         kretprobes hijacked at stack address ``slot``, or None."""
-        for ri in reversed(self.rethook.inflight.get(self.m.current_task, ())):
+        stack = self.rethook.inflight.get(self.m.current_task, [])
+        for ri in reversed(stack):
             if ri.fp == slot:
                 return ri.ret_addr
         return None
@@ -494,3 +520,52 @@ class KprobeManager:
             call(kp.post_handler, kp, regs, 0)
         self._gpr[RIP] = regs._rip
         self.running = False
+
+
+class _NativeManager(KprobeManager):
+    """The manager whose hit paths are C (probes/_native.c, issue 12): the same
+    sites and state, with ``running`` kept where the C code reads it. Sites
+    whose shape the C paths take get a native ``Hit`` as their handler; every
+    uncommon case inside a hit goes to the Python paths above."""
+
+    def __init__(self, m: Machine) -> None:
+        self.native = for_machine(m)
+        super().__init__(m)        # the Rethook makes self.core
+
+    @property
+    def running(self) -> bool:
+        return bool(self.core.running)
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        self.core.running = value
+
+    def _handler_for(self, site: _Site, optimized: bool) -> Callable[..., None]:
+        only = site.active[0] if len(site.active) == 1 else None
+        rp = only._kretprobe if only is not None else None
+        if rp is None and site.posts and not optimized:
+            return super()._handler_for(site, optimized)      # the single-step: Python
+        kind, push_reg, emulate = self._step_of(site.ainsn, optimized)
+        return self.native.Hit(self.core, site, site.active, self._pre_path(site, optimized, forward=False),
+                               site.addr, optimized, kind, site.addr + site.ainsn.size,
+                               site.ainsn.slot.boost_addr if site.ainsn.slot is not None else 0,
+                               push_reg, emulate, rp)
+
+    @staticmethod
+    def _step_of(ainsn: ArchInsn, optimized: bool) -> tuple[int, int, Any]:
+        """How the C path steps the probed instruction: (kind, register, emulate op)."""
+        if optimized:
+            return _STEP_NONE, 0, None
+        op = ainsn.emulate
+        if op is None:
+            return _STEP_BOOST, 0, None
+        shape = getattr(op, "native", None)
+        if shape == "nop":
+            return _STEP_NOP, 0, op
+        if isinstance(shape, tuple) and shape[0] == "push":
+            return _STEP_PUSH, shape[1], op
+        return _STEP_PY, 0, op
+
+
+# probes/_native.c's step kinds
+_STEP_NONE, _STEP_NOP, _STEP_PUSH, _STEP_BOOST, _STEP_PY = range(5)

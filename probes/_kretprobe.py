@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from emu import Task
 from emu._memory import PROT_RW
 
+from ._cnative import NATIVE
 from ._kprobe import Kprobe
 
 if TYPE_CHECKING:
@@ -43,7 +44,13 @@ RetHandler = Callable[["KretprobeInstance", "PtRegs"], Any]
 EntryHandler = Callable[["KretprobeInstance", "PtRegs"], "int | None"]
 
 
-class KretprobeInstance:
+# With the native core an instance is a C struct (probes/_native.c Instance) with
+# these same fields, which the C hit paths read and write directly.
+_InstanceBase: Any = NATIVE.Instance if NATIVE is not None else object
+_INSTANCE_FIELDS = ("rp", "data", "ret_addr", "task", "fp", "gen", "shared")
+
+
+class KretprobeInstance(_InstanceBase):
     """One in-flight (or free) call record of a kretprobe.
 
     Attributes:
@@ -56,13 +63,22 @@ class KretprobeInstance:
         fp: guest address of the stack slot holding the (hijacked) return address.
     """
 
-    __slots__ = ("rp", "data", "ret_addr", "task", "fp", "gen", "shared")
+    __slots__ = () if NATIVE is not None else _INSTANCE_FIELDS
+
+    if TYPE_CHECKING:
+        rp: Kretprobe
+        data: memoryview
+        ret_addr: int
+        task: Task | None
+        fp: int
+        gen: int
+        shared: bool
 
     def __init__(self, rp: Kretprobe, data: memoryview, gen: int) -> None:
         self.rp = rp
         self.data = data
         self.ret_addr = 0
-        self.task: Task | None = None
+        self.task = None
         self.fp = 0
         self.gen = gen
         self.shared = False      # another instance of the same frame is below it

@@ -9,18 +9,23 @@ real return address in a return handler), not the emulator's internal value.
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING, Any
 
+from emu import Machine, native
 from emu._regtable import (
     ARG_REGS,
     FAST_INDEX,
     MASK64,
     RIP,
     RSP,
+    UC_ID,
     to_signed64,
 )
 
-__all__ = ["PtRegs", "regs_return_value", "regs_get_kernel_argument"]
+from ._cnative import NATIVE, for_machine
+
+__all__ = ["PtRegs", "regs_return_value", "regs_get_kernel_argument", "regs_for"]
 
 _EFLAGS = -1
 
@@ -105,6 +110,14 @@ class PtRegs:
         return f"<PtRegs {inner}>"
 
 
+def regs_for(m: Machine) -> Any:
+    """The pt_regs object of ``m``'s probe manager: :class:`PtRegs`, or the same
+    contract in C over the same live block when the native core is used."""
+    if _NativeRegs is not None and for_machine(m) is not None:
+        return _NativeRegs(m.cpu.gpr, m.cpu, m.mem)
+    return PtRegs(m.cpu.gpr, m.cpu, m.mem)
+
+
 def _reg_property(index: int, name: str) -> property:
     def fget(self: PtRegs) -> int:
         return self._get(index)
@@ -138,3 +151,30 @@ def regs_get_kernel_argument(regs: PtRegs, n: int) -> int:
     if n < len(ARG_REGS):
         return regs._get(ARG_REGS[n])
     return regs.stack_word(n - len(ARG_REGS) + 1)
+
+
+def _native_regs() -> Any:
+    if NATIVE is None:
+        return None
+
+    class NativeRegs(NATIVE.Regs):
+        """:class:`PtRegs` in C (probes/_native.c): the same attributes and methods."""
+
+        __slots__ = ("_gpr", "_cpu", "_mem", "machine")
+
+        def __init__(self, gpr: Any, cpu: Any, mem: Any) -> None:
+            super().__init__(ctypes.addressof(gpr), cpu._handle.value,
+                             native.function_address("uc_reg_read"),
+                             native.function_address("uc_reg_write"), UC_ID["eflags"])
+            self._gpr = gpr
+            self._cpu = cpu
+            self._mem = mem
+            self.machine: Any = None
+
+        stack_word = PtRegs.stack_word
+        __repr__ = PtRegs.__repr__
+
+    return NativeRegs
+
+
+_NativeRegs = _native_regs()

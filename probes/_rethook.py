@@ -33,8 +33,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emu import Task
-from emu._regtable import RIP, RSP
+from emu._regtable import RIP, RSP, UC_ID
 
+from ._cnative import ADDRESSES
 from ._errors import ProbeError
 
 if TYPE_CHECKING:
@@ -52,11 +53,24 @@ class Rethook:
         self.inflight: dict[Task, list[KretprobeInstance]] = {}
         self.trampoline = mgr.arch.trampoline
         self.addr = self.trampoline.addr
-        mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True, fast=True)
+        if mgr.native is not None:           # the hit paths in C (probes/_native.c)
+            self._native_core()
+        else:
+            mgr.m.hook_code(self.addr, self._trampoline_hook(), raw=True, fast=True)
         mgr.m.on_task_exit.append(self.task_exit)
         mgr.m.on_call_start.append(self._call_start)
         mgr.m.on_call_end.append(self._call_end)
         self._call_marks: list[int] = []     # in-flight depth of the task at each call()
+
+    def _native_core(self) -> None:
+        """Make the manager's native state and hook the trampoline in C."""
+        mgr = self.mgr
+        buf, off = self.trampoline.cell_buffer()
+        cell = self.trampoline.region.ptr + off
+        mgr.core = mgr.native.Core(mgr.m, mgr, mgr.regs, self.inflight, mgr._rw_span,
+                                   self._trampoline_general, mgr.m.abort, mgr.handler_failed,
+                                   self.addr, cell, buf, UC_ID["rip"])
+        mgr.m.hook_code_native(self.addr, ADDRESSES["tramp_code"], mgr.core)
 
     def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
         """The task's in-flight instances, after reclaiming those whose frames are

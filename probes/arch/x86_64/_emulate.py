@@ -63,6 +63,15 @@ def _builder(*ids: int) -> Callable[[_Builder], _Builder]:
     return register
 
 
+def _shaped(op: EmulateOp, shape: object) -> EmulateOp:
+    """Tag ``op`` with what it does, for the native core (probes/_native.c), which
+    does the same in C: ``"nop"`` (RIP past it) or ``("push", fast index)``
+    (push a register; the op itself still runs where the stack is not plainly
+    writable, so a fault comes out the same)."""
+    op.native = shape  # type: ignore[attr-defined]
+    return op
+
+
 def build_emulate_op(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     builder = _builders.get(insn.id)
     op = builder(m, insn, real) if builder is not None else None
@@ -174,7 +183,7 @@ def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int | None] | None
 @_builder(X.X86_INS_NOP, X.X86_INS_ENDBR64, X.X86_INS_ENDBR32)
 def _nop(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp:
     nxt = insn.address + insn.size
-    return lambda: nxt
+    return _shaped(lambda: nxt, "nop")
 
 
 @_builder(X.X86_INS_PUSH)
@@ -203,7 +212,7 @@ def _push(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
             return real()
         gpr[RSP] = sp
         return nxt
-    return push_reg
+    return _shaped(push_reg, ("push", idx))
 
 
 @_builder(X.X86_INS_POP)
