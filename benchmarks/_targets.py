@@ -66,4 +66,9 @@ NATIVE_TARGETS: tuple[Target, ...] = (
     Target("memory of 1,000 kretprobes, maxactive 10 (MiB)", "memory MiB", "<=", 2.0),
     Target("kprobe with no handlers, optimized (x raw floor)", "kprobe, optimized, no handlers (x raw)",
            "<=", 0.5),
+    Target("kretprobe with no handlers, optimized (x raw floor)", "kretprobe, optimized, no handlers (x raw)",
+           "<=", 0.5),
+    Target("per hit, 10,000 optimized probes / 1 (optimized)", "10000 optimized probes / 1", "<=", 1.1),
+    Target("funccount on 1 M hits, whole run / unprobed", "funccount / unprobed", "<=", 1.5),
+    Target("funclatency on 1 M hits, whole run / unprobed", "funclatency / unprobed", "<=", 1.5),
 )

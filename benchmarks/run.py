@@ -10,8 +10,10 @@ import argparse
 import datetime
 import json
 import platform
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,6 +25,7 @@ from ._cases import (
     DEPTHS,
     FLOOR_RAW,
     FLOOR_STOCK,
+    OPTIMIZED_COUNTS,
     PROBE_COUNTS,
     TASKS,
     default_vs_raw,
@@ -32,15 +35,16 @@ from ._cases import (
 from ._harness import Case
 from ._memory import kretprobes_mib
 from ._targets import KERNEL_US, NATIVE_TARGETS, TARGETS
+from ._wholerun import WholeRun, whole_runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(reps: int, with_qiling: bool, console: Console) -> dict:
-    main, scale = main_cases(), scale_cases()
+    main, scale, tools = main_cases(), scale_cases(), whole_runs()
     everything = main + [c for cs in scale.values() for c in cs]
     qiling_note = qiling_probe.available() if with_qiling else "skipped (--no-qiling)"
-    steps = reps * len(everything) + (reps if qiling_note is None else 0) + 2
+    steps = reps * (len(everything) + len(tools)) + (reps if qiling_note is None else 0) + 2
     qiling_us = None
     columns = (TextColumn("{task.description:<48}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
@@ -50,6 +54,11 @@ def measure(reps: int, with_qiling: bool, console: Console) -> dict:
             for case in everything:
                 progress.update(task, description=f"[{rep + 1}/{reps}] {case.name}")
                 case.sample()
+                progress.advance(task)
+            for run in tools:           # whole runs take seconds: a few samples, see WholeRun
+                if run.wants_sample():
+                    progress.update(task, description=f"[{rep + 1}/{reps}] {run.tool}, whole run")
+                    run.sample()
                 progress.advance(task)
         if qiling_note is None:
             progress.update(task, description="qiling return probe")
@@ -62,10 +71,21 @@ def measure(reps: int, with_qiling: bool, console: Console) -> dict:
         default_raw = default_vs_raw(reps)
     results = _results(main, scale, qiling_us, qiling_note, memory, reps)
     results["ratios"]["default settings / raw Unicorn"] = default_raw
+    results["whole_runs"] = _whole_run_results(tools)
+    results["ratios"].update({run.name: run.ratio for run in tools})
     return results
 
 
-def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type: ignore[no-untyped-def]
+def _whole_run_results(tools: list[WholeRun]) -> dict:
+    return {run.tool: {"program": f"fib.static {run.n}", "hits": run.hits, "samples": len(run.pairs),
+                       "unprobed_s": statistics.median(b for b, _ in run.pairs),
+                       "tool_s": statistics.median(p for _, p in run.pairs), "ratio": run.ratio,
+                       "unprobed_tool_seconds": run.pairs}
+            for run in tools}
+
+
+def _results(main: list[Case], scale: dict[str, list[Case]], qiling_us: float | None,
+             qiling_note: str | None, memory: dict[str, float], reps: int) -> dict:
     def hit(case: Case) -> float:
         return case.per_hit_us
 
@@ -75,7 +95,7 @@ def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type
 
     floors = {c.name: hit(c) for c in main if c.group == "floor"}
     floor, raw_floor = floors[FLOOR_STOCK], floors[FLOOR_RAW]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in main:
         if case.group == "floor":
             continue
@@ -91,6 +111,7 @@ def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type
     by_name = {r["case"]: r["us"] for r in rows}
     count_int3 = [hit(c) for c in scale["count_int3"]]
     count_opt = [hit(c) for c in scale["count_optimized"]]
+    opt_by_count = dict(zip(OPTIMIZED_COUNTS, count_opt, strict=True))
     depth = [hit(c) for c in scale["depth"]]
     tasks = [hit(c) for c in scale["tasks"]]
     ratios = {r["case"]: r["x_floor"] for r in rows}
@@ -101,7 +122,8 @@ def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type
         "speed with 1000 elsewhere": scale["elsewhere"][0].speed_ratio,
         "speed with 1000 optimized elsewhere": scale["elsewhere"][1].speed_ratio,
         "1000 probes / 1 probe": count_int3[-1] / count_int3[0],
-        "1000 optimized probes / 1": count_opt[-1] / count_opt[0],
+        "1000 optimized probes / 1": opt_by_count[1000] / opt_by_count[1],
+        "10000 optimized probes / 1": opt_by_count[10000] / opt_by_count[1],
         "depth 1000 / depth 1": depth[-1] / depth[0],
         "8 tasks / 1 task": tasks[-1] / tasks[0],
         "memory MiB": memory["delta_mib"],
@@ -112,8 +134,14 @@ def _results(main, scale, qiling_us, qiling_note, memory, reps) -> dict:  # type
                     "processor": platform.processor() or platform.machine()},
         "reps": reps, "hits_per_run": CALLS, "floor_us": floor, "floors_us": floors, "rows": rows,
         "qiling_note": qiling_note,
+        # per_hit_optimized_us pairs with probe_counts (the chart plots them together);
+        # the counts measured for optimized probes only follow apart.
         "scale": {"probe_counts": list(PROBE_COUNTS), "per_hit_int3_us": count_int3,
-                  "per_hit_optimized_us": count_opt, "depths": list(DEPTHS),
+                  "per_hit_optimized_us": [opt_by_count[n] for n in PROBE_COUNTS],
+                  "optimized_only_counts": [n for n in OPTIMIZED_COUNTS if n not in PROBE_COUNTS],
+                  "per_hit_optimized_only_us": [opt_by_count[n] for n in OPTIMIZED_COUNTS
+                                                if n not in PROBE_COUNTS],
+                  "depths": list(DEPTHS),
                   "per_hit_depth_us": depth, "tasks": list(TASKS), "per_hit_tasks_us": tasks},
         "memory": memory, "ratios": ratios, "raw": raw,
     }
@@ -161,12 +189,44 @@ def scale_table(results: dict) -> Table:
     t.add_column("probes registered")
     t.add_column("int3", justify="right")
     t.add_column("optimized", justify="right")
-    for n, a, b in zip(s["probe_counts"], s["per_hit_int3_us"], s["per_hit_optimized_us"], strict=True):
-        t.add_row(str(n), f"{a:.3f}", f"{b:.3f}")
+    for n, int3, opt in _count_rows(s):
+        t.add_row(str(n), int3, opt)
     for d, us in zip(s["depths"], s["per_hit_depth_us"], strict=True):
         t.add_row(f"kretprobe at recursion depth {d}", f"{us:.3f}", "")
     for n, us in zip(s["tasks"], s["per_hit_tasks_us"], strict=True):
         t.add_row(f"kretprobe, {n} task(s) running", f"{us:.3f}", "")
+    return t
+
+
+def _count_rows(s: dict) -> list[tuple[int, str, str]]:
+    """(probes, int3 µs, optimized µs) for each count, "–" where it was not measured."""
+    both = zip(s["probe_counts"], s["per_hit_int3_us"], s["per_hit_optimized_us"], strict=True)
+    rows = [(n, f"{a:.3f}", f"{b:.3f}") for n, a, b in both]
+    rows += [(n, "–", f"{b:.3f}") for n, b in zip(s.get("optimized_only_counts", []),
+                                                  s.get("per_hit_optimized_only_us", []), strict=True)]
+    return rows
+
+
+def _whole_run_lines(results: dict) -> list[str]:
+    runs = results.get("whole_runs", {})
+    lines = ["", "Whole runs, in-process (`kprobe-emu TOOL fib PROGRAM` against `kprobe-emu run "
+             "PROGRAM`), median of paired samples:", "",
+             "| tool | program | calls of fib | samples | unprobed s | tool s | × unprobed |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for tool, r in runs.items():
+        lines.append(f"| {tool} | {r['program']} | {r['hits']:,} | {r['samples']} | {r['unprobed_s']:.3f} | "
+                     f"{r['tool_s']:.3f} | {r['ratio']:.2f} |")
+    return lines if runs else []
+
+
+def whole_run_table(results: dict) -> Table:
+    t = Table(title="Whole runs, tool / unprobed (median of paired samples)")
+    for col, just in (("tool", "left"), ("program", "left"), ("calls of fib", "right"), ("samples", "right"),
+                      ("unprobed s", "right"), ("tool s", "right"), ("× unprobed", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for tool, r in results["whole_runs"].items():
+        t.add_row(tool, r["program"], f"{r['hits']:,}", str(r["samples"]), f"{r['unprobed_s']:.3f}",
+                  f"{r['tool_s']:.3f}", f"{r['ratio']:.2f}")
     return t
 
 
@@ -186,13 +246,14 @@ def markdown(results: dict) -> str:
                      f"| {r['case']} | {r['us']:.3f} | {r['x_floor']:.2f} | {r['x_raw']:.2f} | |")
     s = results["scale"]
     lines += ["", "| probes registered | int3 µs / hit | optimized µs / hit |", "|---:|---:|---:|"]
-    for n, a, b in zip(s["probe_counts"], s["per_hit_int3_us"], s["per_hit_optimized_us"], strict=True):
-        lines.append(f"| {n} | {a:.3f} | {b:.3f} |")
+    for n, int3, opt in _count_rows(s):
+        lines.append(f"| {n} | {int3} | {opt} |")
     lines += ["", "| kretprobe | µs / hit |", "|---|---:|"]
     for d, us in zip(s["depths"], s["per_hit_depth_us"], strict=True):
         lines.append(f"| recursion depth {d} | {us:.3f} |")
     for n, us in zip(s["tasks"], s["per_hit_tasks_us"], strict=True):
         lines.append(f"| {n} task(s) running (scheduler) | {us:.3f} |")
+    lines += _whole_run_lines(results)
     lines += ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in TARGETS:
         v = results["ratios"][t.metric]
@@ -211,13 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results.json and results.png go")
     parser.add_argument("--no-qiling", action="store_true", help="skip the Qiling peer")
     args = parser.parse_args(argv)
-    console = Console()
+    # The console keeps the real stdout: whole runs redirect sys.stdout while the
+    # progress bar refreshes from its own thread.
+    console = Console(file=sys.stdout)
     results = measure(args.reps, not args.no_qiling, console)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results))
     console.print(table(results))
     console.print(scale_table(results))
+    console.print(whole_run_table(results))
     m = results["memory"]
     console.print(f"memory: 1,000 kretprobes (maxactive 10, data_size 64): "
                   f"{m['probes_mib']:.1f} MiB peak RSS vs {m['none_mib']:.1f} MiB without "
