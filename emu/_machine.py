@@ -71,6 +71,51 @@ _RED_ZONE = 128
 Callback = Callable[[int], None]
 
 
+class _TrapTable(dict[int, Any]):
+    """The trap table (address -> callable(address)). With the native
+    dispatcher, an address may also have a native trap (a C function tried
+    first, without the GIL: :meth:`Machine.set_native_trap`); any other change
+    of that address drops it, so the two never disagree."""
+
+    __slots__ = ("dispatch",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dispatch: Any = None
+
+    def __setitem__(self, addr: int, fn: Callback) -> None:
+        super().__setitem__(addr, fn)
+        if self.dispatch is not None:
+            self.dispatch.clear_native(addr)
+
+    def __delitem__(self, addr: int) -> None:
+        super().__delitem__(addr)
+        if self.dispatch is not None:
+            self.dispatch.clear_native(addr)
+
+    def pop(self, addr: int, *default: Any) -> Any:
+        if self.dispatch is not None:
+            self.dispatch.clear_native(addr)
+        return super().pop(addr, *default)
+
+    def clear(self) -> None:
+        super().clear()
+        if self.dispatch is not None:
+            self.dispatch.clear_natives()
+
+    def popitem(self) -> Any:
+        raise TypeError("the trap table does not pop arbitrary items")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for addr, fn in dict(*args, **kwargs).items():
+            self[addr] = fn
+
+    def setdefault(self, addr: int, fn: Any = None) -> Any:
+        if addr not in self:
+            self[addr] = fn
+        return self[addr]
+
+
 class Machine(TaskingMixin, StopsMixin):
     """An x86-64 guest: engine, memory, symbols, tasks.
 
@@ -120,7 +165,7 @@ class Machine(TaskingMixin, StopsMixin):
         self.max_insns = max_insns
         self.timeout = timeout
         self._owner = Owner()             # the host thread inside (emu._interrupt)
-        self.traps: dict[int, Callback] = {}
+        self.traps: dict[int, Callback] = _TrapTable()
         # Defaults of run()'s scheduler for a loaded program (from_elf sets them).
         self.seed = 0
         self.timeslice = 1000
@@ -160,6 +205,9 @@ class Machine(TaskingMixin, StopsMixin):
         self.next_tid: Callable[[], int] | None = None
         self.tasks: list[Task] = [Task(1, stack, machine=self)]
         self.current_task: Task = self.tasks[0]
+        # Called with the task each time current_task changes (set_current_task):
+        # clients keeping per-task state in C (the probes' native core) follow it.
+        self.on_switch: list[Callable[[Task], None]] = []
         # Scheduling (emu._sched): the run in progress, the virtual clock (ns =
         # instructions retired while tasks were sliced), the task whose registers
         # the engine holds (None: whatever a call() left), and the kernel-style
@@ -173,7 +221,9 @@ class Machine(TaskingMixin, StopsMixin):
         self.preempt_count = 0
         self.on_task_exit: list[Callable[[Task], None]] = []
         self._engine_owner: Task | None = None
-        self._hits_left = NEVER           # probe hits until the scheduler cuts the slice
+        # Probe hits until the scheduler cuts the slice, in a cell the native core
+        # decrements too (emu.native.Cell).
+        self._hits = native.Cell(NEVER)
         self.engine = Engine(self._uc)
         self._exit = self.mem.map(STACK_TOP, PAGE, PROT_RX, "[exit]").start
         self.mem.write(self._exit, b"\xf4")   # never executed: emu_start stops on it
@@ -212,7 +262,7 @@ class Machine(TaskingMixin, StopsMixin):
             self.extensions.clear()
             self.traps.clear()
             for callbacks in (self.on_start, self.on_task_exit, self.on_call_start, self.on_call_end,
-                              self.rip_fixups):
+                              self.rip_fixups, self.on_switch):
                 callbacks.clear()           # clients' state (probes) goes with the machine
             self.kernel = None
             self.symbols = SymbolTable()        # an ended process's symbols weigh megabytes
@@ -377,8 +427,13 @@ class Machine(TaskingMixin, StopsMixin):
             # The same dispatch in C (emu._native.intr_dispatch): an int3 of the
             # trap table calls its callable without a ctypes trip; the rest is
             # unhandled()'s. KPE_NATIVE=0 keeps on_intr, the reference.
+            live = gpr if self.cpu.is_fast else None
+            live_rip = ctypes.addressof(live) + 8 * RIP if live is not None else 0  # type: ignore[arg-type]
             self._dispatch = native.Dispatch(traps, unhandled, self.abort,
-                                             native.function_address("uc_reg_read"), UC_X86_REG_RIP)
+                                             native.function_address("uc_reg_read"), UC_X86_REG_RIP,
+                                             live_rip)
+            assert isinstance(traps, _TrapTable)
+            traps.dispatch = self._dispatch
             self._hooks.add_native(_uc.UC_HOOK_INTR, native.ADDRESSES["intr_dispatch"],
                                    self._dispatch.address())
         else:
@@ -421,6 +476,16 @@ class Machine(TaskingMixin, StopsMixin):
             self._code_hooks[handle] = addr
             self.mem.invalidate_code(addr, addr + 1)
         return handle
+
+    def set_native_trap(self, addr: int, trap: int, fn: Callback) -> None:
+        """``traps[addr] = fn``, and with the native dispatcher (``emu.native``)
+        the C function at address ``trap`` too: an int3 at ``addr`` calls
+        ``trap(fn, uc, addr)`` first, without the GIL; when it returns 0 (not
+        taken), ``fn(addr)`` runs as any trap's. ``fn`` is kept alive by the table."""
+        self.traps[addr] = fn
+        dispatch = getattr(self, "_dispatch", None)
+        if dispatch is not None:
+            dispatch.set_native(addr, trap, fn)
 
     def hook_code_native(self, addr: int, callback: int, user: Any) -> int:
         """:meth:`hook_code` with a C callback at address ``callback`` (a native

@@ -27,6 +27,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "structmember.h"
 #include <stdint.h>
 
 typedef struct uc_struct uc_engine;
@@ -50,6 +51,18 @@ static void noop_intr(uc_engine *uc, uint32_t intno, void *user)
 /* --- the interrupt dispatcher ------------------------------------------------ */
 typedef int (*uc_reg_read_t)(uc_engine *uc, int regid, void *value);
 
+/* A native trap: fn(user, uc, address) takes the int3 without the GIL and
+ * returns 1, or returns 0 and the dispatcher calls user(address) with it (the
+ * trap's Python callable, also in the trap table). */
+typedef int (*native_trap_t)(void *user, uc_engine *uc, uint64_t address);
+
+typedef struct {
+    uint64_t addr;
+    native_trap_t fn;       /* NULL: empty slot */
+    PyObject *user;         /* strong */
+    char dead;              /* a deleted entry (the probe chain goes on past it) */
+} NativeTrap;
+
 typedef struct {
     PyObject_HEAD
     PyObject *traps;        /* dict: address -> callable(address) */
@@ -57,7 +70,76 @@ typedef struct {
     PyObject *on_error;     /* callable(exception): what a callback raised (Machine.abort) */
     uc_reg_read_t reg_read; /* Unicorn's uc_reg_read, from the loaded library */
     int rip_id;             /* UC_X86_REG_RIP */
+    uint64_t *rip;          /* the live RIP (emu._cpu), or NULL: read it through the API */
+    NativeTrap *natives;    /* open addressing, a power of two of slots */
+    size_t nslots, nused;   /* nused counts live and dead entries */
 } Dispatch;
+
+static size_t trap_hash(uint64_t addr, size_t nslots)
+{
+    addr ^= addr >> 29;
+    addr *= 0xbf58476d1ce4e5b9ULL;
+    addr ^= addr >> 32;
+    return (size_t)addr & (nslots - 1);
+}
+
+/* The live entry for addr, or NULL. No GIL needed: only the owning thread,
+ * holding the GIL, changes the table, and only while no hook of its runs. */
+static NativeTrap *trap_find(Dispatch *d, uint64_t addr)
+{
+    if (d->nslots == 0)
+        return NULL;
+    for (size_t i = trap_hash(addr, d->nslots);; i = (i + 1) & (d->nslots - 1)) {
+        NativeTrap *t = &d->natives[i];
+        if (t->fn == NULL && !t->dead)
+            return NULL;
+        if (!t->dead && t->addr == addr)
+            return t;
+    }
+}
+
+static int trap_grow(Dispatch *d)
+{
+    size_t n = d->nslots ? d->nslots * 2 : 64;
+    NativeTrap *fresh = calloc(n, sizeof *fresh);
+    if (fresh == NULL)
+        return -1;
+    size_t used = 0;
+    for (size_t i = 0; i < d->nslots; i++) {
+        NativeTrap *t = &d->natives[i];
+        if (t->fn == NULL || t->dead)
+            continue;
+        size_t j = trap_hash(t->addr, n);
+        while (fresh[j].fn != NULL)
+            j = (j + 1) & (n - 1);
+        fresh[j] = *t;
+        used++;
+    }
+    free(d->natives);
+    d->natives = fresh;
+    d->nslots = n;
+    d->nused = used;
+    return 0;
+}
+
+static void trap_drop(Dispatch *d, uint64_t addr)
+{
+    NativeTrap *t = trap_find(d, addr);
+    if (t == NULL)
+        return;
+    t->dead = 1;
+    t->fn = NULL;
+    Py_CLEAR(t->user);
+}
+
+static void traps_clear(Dispatch *d)
+{
+    for (size_t i = 0; i < d->nslots; i++)
+        Py_CLEAR(d->natives[i].user);
+    free(d->natives);
+    d->natives = NULL;
+    d->nslots = d->nused = 0;
+}
 
 static PyObject *take_exception(void)
 {
@@ -92,12 +174,25 @@ static void report_error(Dispatch *d)
 static void intr_dispatch(uc_engine *uc, uint32_t intno, void *user)
 {
     Dispatch *d = (Dispatch *)user;
+    uint64_t rip = 0;
+    NativeTrap *native = NULL;
+    if (intno == 3) {
+        if (d->rip != NULL)
+            rip = *d->rip;
+        else
+            d->reg_read(uc, d->rip_id, &rip);
+        native = trap_find(d, rip - 1);
+        if (native != NULL && native->fn(native->user, uc, rip - 1))
+            return;                       /* taken in C, no GIL */
+    }
     PyGILState_STATE gil = PyGILState_Ensure();
     if (intno == 3) {
-        uint64_t rip = 0;
-        d->reg_read(uc, d->rip_id, &rip);
         PyObject *key = PyLong_FromUnsignedLongLong(rip - 1);
-        PyObject *fn = key != NULL ? PyDict_GetItemWithError(d->traps, key) : NULL;
+        PyObject *fn = NULL;
+        if (native != NULL && key != NULL)
+            fn = native->user;            /* the same callable the trap table has */
+        else if (key != NULL)
+            fn = PyDict_GetItemWithError(d->traps, key);
         if (fn != NULL) {
             Py_INCREF(fn);
             PyObject *r = PyObject_CallOneArg(fn, key);
@@ -125,13 +220,14 @@ static void intr_dispatch(uc_engine *uc, uint32_t intno, void *user)
 
 static int Dispatch_init(Dispatch *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"traps", "fallback", "on_error", "reg_read", "rip_id", NULL};
+    static char *kwlist[] = {"traps", "fallback", "on_error", "reg_read", "rip_id", "rip", NULL};
     PyObject *traps, *fallback, *on_error;
-    unsigned long long reg_read;
+    unsigned long long reg_read, rip = 0;
     int rip_id;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKi", kwlist, &PyDict_Type, &traps, &fallback,
-                                     &on_error, &reg_read, &rip_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOKi|K", kwlist, &PyDict_Type, &traps, &fallback,
+                                     &on_error, &reg_read, &rip_id, &rip))
         return -1;
+    self->rip = (uint64_t *)(uintptr_t)rip;
     if (!PyCallable_Check(fallback) || !PyCallable_Check(on_error) || reg_read == 0) {
         PyErr_SetString(PyExc_TypeError, "Dispatch: fallback and on_error must be callables, "
                                          "reg_read a function address");
@@ -150,6 +246,8 @@ static int Dispatch_init(Dispatch *self, PyObject *args, PyObject *kwds)
 
 static int Dispatch_traverse(Dispatch *self, visitproc visit, void *arg)
 {
+    for (size_t i = 0; i < self->nslots; i++)
+        Py_VISIT(self->natives[i].user);
     Py_VISIT(self->traps);
     Py_VISIT(self->fallback);
     Py_VISIT(self->on_error);
@@ -158,6 +256,7 @@ static int Dispatch_traverse(Dispatch *self, visitproc visit, void *arg)
 
 static int Dispatch_clear(Dispatch *self)
 {
+    traps_clear(self);
     Py_CLEAR(self->traps);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->on_error);
@@ -177,7 +276,52 @@ static PyObject *Dispatch_address(Dispatch *self, PyObject *noargs)
     return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)self);
 }
 
+static PyObject *Dispatch_set_native(Dispatch *self, PyObject *args)
+{
+    unsigned long long addr, fn;
+    PyObject *user;
+    if (!PyArg_ParseTuple(args, "KKO", &addr, &fn, &user))
+        return NULL;
+    if (fn == 0 || !PyCallable_Check(user)) {
+        PyErr_SetString(PyExc_ValueError, "set_native(addr, function address, callable)");
+        return NULL;
+    }
+    trap_drop(self, addr);
+    if ((self->nused + 1) * 2 > self->nslots && trap_grow(self) < 0)
+        return PyErr_NoMemory();
+    size_t i = trap_hash(addr, self->nslots);
+    while (self->natives[i].fn != NULL)
+        i = (i + 1) & (self->nslots - 1);
+    if (!self->natives[i].dead)
+        self->nused++;
+    self->natives[i] = (NativeTrap){addr, (native_trap_t)(uintptr_t)fn, Py_NewRef(user), 0};
+    Py_RETURN_NONE;
+}
+
+static PyObject *Dispatch_clear_native(Dispatch *self, PyObject *arg)
+{
+    unsigned long long addr = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    trap_drop(self, addr);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Dispatch_clear_natives(Dispatch *self, PyObject *noargs)
+{
+    (void)noargs;
+    traps_clear(self);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Dispatch_methods[] = {
+    {"set_native", (PyCFunction)Dispatch_set_native, METH_VARARGS,
+     "set_native(addr, fn, user): an int3 at addr calls the C function fn(user, uc, addr) "
+     "first, without the GIL; when it returns 0, user(addr) with the GIL"},
+    {"clear_native", (PyCFunction)Dispatch_clear_native, METH_O,
+     "clear_native(addr): forget the native trap at addr"},
+    {"clear_natives", (PyCFunction)Dispatch_clear_natives, METH_NOARGS,
+     "clear_natives(): forget every native trap"},
     {"address", (PyCFunction)Dispatch_address, METH_NOARGS,
      "address() -> the object's address: the hook's user data (keep the object alive)."},
     {NULL, NULL, 0, NULL},
@@ -297,6 +441,52 @@ static PyTypeObject CodeHookType = {
     .tp_methods = CodeHook_methods,
 };
 
+/* --- a counter C reads and writes without the GIL ---------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    long long value;
+} Cell;
+
+static int Cell_init(Cell *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"value", NULL};
+    long long value = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|L", kwlist, &value))
+        return -1;
+    self->value = value;
+    return 0;
+}
+
+static PyObject *Cell_address(Cell *self, PyObject *noargs)
+{
+    (void)noargs;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)&self->value);
+}
+
+static PyMemberDef Cell_members[] = {
+    {"value", T_LONGLONG, offsetof(Cell, value), 0, "the value"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef Cell_methods[] = {
+    {"address", (PyCFunction)Cell_address, METH_NOARGS,
+     "address() -> the address of value (an int64_t; keep the cell alive)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CellType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "emu._native.Cell",
+    .tp_doc = "Cell(value=0): an int64 that Python and native code share (the machine's "
+              "preemption countdown).",
+    .tp_basicsize = sizeof(Cell),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Cell_init,
+    .tp_members = Cell_members,
+    .tp_methods = Cell_methods,
+};
+
 static PyObject *addresses(PyObject *self, PyObject *noargs)
 {
     (void)self; (void)noargs;
@@ -321,7 +511,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    if (PyType_Ready(&DispatchType) < 0 || PyType_Ready(&CodeHookType) < 0)
+    if (PyType_Ready(&DispatchType) < 0 || PyType_Ready(&CodeHookType) < 0
+        || PyType_Ready(&CellType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -335,6 +526,12 @@ PyMODINIT_FUNC PyInit__native(void)
     Py_INCREF(&CodeHookType);
     if (PyModule_AddObject(m, "CodeHook", (PyObject *)&CodeHookType) < 0) {
         Py_DECREF(&CodeHookType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&CellType);
+    if (PyModule_AddObject(m, "Cell", (PyObject *)&CellType) < 0) {
+        Py_DECREF(&CellType);
         Py_DECREF(m);
         return NULL;
     }

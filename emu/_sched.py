@@ -241,7 +241,7 @@ class Scheduler:
         gpr = m.cpu.gpr
         self._ended_by_us = False
         if self.sliced:
-            m._hits_left = self.rng.randint(1, HIT_SLICE)
+            m._hits.value = self.rng.randint(1, HIT_SLICE)
         self.running = m
         watched = m is not self.m and watch_also(m.engine, self.m.engine)   # Ctrl-C stops it too
         try:
@@ -274,13 +274,13 @@ class Scheduler:
             if task.context is not None:
                 m._uc.context_restore(task.context)
             self.switches += 1
-        m.current_task = task
+        m.set_current_task(task)
         m._engine_owner = task
         if m is not self.m:
             # The first machine (the caller's handle) names the running task of any
             # process, as the kernel's ``current``: a handler closing over it sees
             # the pid and tid that hit (its registers stay the engine's own).
-            self.m.current_task = task
+            self.m.set_current_task(task)
         if task.restart is not None:        # back over the syscall: it runs again (emu.linux._wait)
             gpr = m.cpu.gpr
             gpr[RIP] -= 2

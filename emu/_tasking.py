@@ -47,6 +47,7 @@ class TaskingMixin:
     if TYPE_CHECKING:
         tasks: list[Task]
         current_task: Task
+        on_switch: list[Callable[[Task], None]]
         next_tid: Callable[[], int] | None
         mem: Memory
         cpu: Cpu
@@ -56,7 +57,7 @@ class TaskingMixin:
         preempt_count: int
         _uc: Uc
         _depth: int
-        _hits_left: int
+        _hits: Any
         _engine_owner: Task | None
         _exit: int
         _owner: Owner
@@ -158,31 +159,39 @@ class TaskingMixin:
         finally:
             self._depth -= 1
             self.sched = None
-            self._hits_left = NEVER
-            self.current_task = saved
+            self._hits.value = NEVER
+            self.set_current_task(saved)
             self._engine_owner = None
+
+    def set_current_task(self, task: Task) -> None:
+        """Make ``task`` the current one (the kernel's ``current``) and tell
+        :attr:`on_switch`. Every change of :attr:`current_task` goes through here."""
+        self.current_task = task
+        for fn in self.on_switch:
+            fn(task)
 
     def preempt_point(self) -> None:
         """A probe hit (called from inside a hook): the scheduler may end the
         slice after the current instruction. Each slice gets a seeded number of
         hits (:meth:`Scheduler.new_slice`); a countdown keeps a hit cheap."""
-        n = self._hits_left - 1
-        self._hits_left = n
+        hits = self._hits
+        n = hits.value - 1
+        hits.value = n
         if n <= 0:
             self._cut_at_hit()
 
     def _cut_at_hit(self) -> None:
         sched = self.sched
         if sched is None or not sched.sliced:
-            self._hits_left = NEVER
+            self._hits.value = NEVER
         elif self._depth == 1 and not self.preempt_count:
             self._end_slice_after_this()
         else:                   # inside a nested call or a single-step: the next hit
-            self._hits_left = 1
+            self._hits.value = 1
 
     def _end_slice_after_this(self) -> None:
         if self.engine.cut():
-            self._hits_left = NEVER
+            self._hits.value = NEVER
 
     def now(self) -> int:
         """The virtual clock in ns (one instruction retired under the scheduler, one

@@ -18,7 +18,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-__all__ = ["AVAILABLE", "ADDRESSES", "WHY_NOT", "Dispatch", "CodeHook", "function_address"]
+__all__ = ["AVAILABLE", "ADDRESSES", "WHY_NOT", "Cell", "Dispatch", "CodeHook", "function_address"]
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -49,3 +49,16 @@ def function_address(name: str) -> int:
 Dispatch: Any = getattr(_module, "Dispatch", None)
 # The user data of the native raw code hook (emu/_native.c code_dispatch), or None.
 CodeHook: Any = getattr(_module, "CodeHook", None)
+
+
+class _PyCell:
+    """An int the native core shares (the Python stand-in of emu._native.Cell)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+
+# An int64 shared with native code (emu/_native.c Cell), or its Python stand-in.
+Cell: Any = getattr(_module, "Cell", _PyCell)

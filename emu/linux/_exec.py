@@ -156,7 +156,7 @@ def _replace_image(k: Kernel, host: str, shown: str, argv: list[bytes], envp: li
     task.clear_child_tid = 0
     task.tid = k.pid                    # de_thread: a non-leader takes the leader's id
     nm.tasks = [task]
-    nm.current_task = task
+    nm.set_current_task(task)
     ts = thread_signals(task)
     task.signal = ThreadSignals(mask=ts.mask, pending=ts.pending)
     k.signals.actions = {sig: SigAction(handler=SIG_IGN) for sig, act in k.signals.actions.items()

@@ -100,7 +100,7 @@ def new_process(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: in
         assert stack is not None
         task = Task(k.world.next_tid(), stack, parent_task.name, machine=m)
         m.tasks = [task]
-        m.current_task = task
+        m.set_current_task(task)
     task.comm = parent_task.comm
     child = _child_kernel(k, m, task)
     task.context = child_context(parent_m, flags, newsp, tls)
