@@ -15,6 +15,7 @@ import fnmatch
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,7 +26,16 @@ from emu._memory import PROT_X
 from emu._objects import EXE
 from emu._symbols import demangle, split_object, without_parameters
 from probes import ProbeError
-from probes.events import Event, EventHandle, ParseError, attach, attached, format_profile
+from probes.events import (
+    CountSink,
+    Event,
+    EventHandle,
+    Log2Sink,
+    ParseError,
+    attach,
+    attached,
+    format_profile,
+)
 
 from ._cmd_run import add_program_options, add_seed_option, load_program, run_program
 
@@ -101,6 +111,10 @@ def attach_line(m: Machine, line: str, sink: Callable[[Event], Any], args: argpa
     def counted(ev: Event) -> None:
         tick()
         sink(ev)
+    if isinstance(sink, CountSink | Log2Sink):
+        # Aggregated in C when the line allows (no events to tick on: the
+        # progress line reads the counts, see _progress).
+        return attach(m, line, sink, clock=args.clock, maxactive=maxactive, stack=stack)
     return attach(m, line, counted, clock=args.clock, maxactive=maxactive, stack=stack)
 
 
@@ -214,19 +228,35 @@ def _progress(m: Machine) -> Iterator[Callable[[], None]]:
         yield lambda: None
         return
     state = {"events": 0, "last": 0.0}
+    done = threading.Event()
+
+    def show() -> None:
+        state["last"] = time.monotonic()
+        handles = attached(m)
+        missed = sum(h.missed for h in handles)
+        # Events aggregated in C (CountSink, Log2Sink) tick nothing: their hits count.
+        events = int(state["events"]) + sum(h.hits for h in handles if type(h) is not EventHandle)
+        sys.stderr.write(f"\r{m.now():,} instructions, {events:,} events, {missed:,} missed ")
+        sys.stderr.flush()
 
     def tick() -> None:
         state["events"] += 1
-        now = time.monotonic()
-        if now - state["last"] >= 0.5:
-            state["last"] = now
-            missed = sum(h.missed for h in attached(m))
-            sys.stderr.write(f"\r{m.now():,} instructions, {int(state['events']):,} events, "
-                             f"{missed:,} missed ")
-            sys.stderr.flush()
+        if time.monotonic() - state["last"] >= 0.5:
+            show()
+
+    def refresh() -> None:              # for runs whose events are all aggregated in C
+        while not done.wait(0.5):
+            if time.monotonic() - state["last"] >= 0.5 and any(
+                    type(h) is not EventHandle for h in attached(m)):
+                show()
+
+    watcher = threading.Thread(target=refresh, name="kprobe-emu progress", daemon=True)
+    watcher.start()
     try:
         yield tick
     finally:
+        done.set()
+        watcher.join()
         if state["last"]:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()

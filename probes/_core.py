@@ -283,9 +283,11 @@ class KprobeManager:
             handler: Callable[..., None] | None = self._handler_for(site, True)
         else:   # int3: the hit path is built at the first hit (most of a big set never is)
             handler = functools.partial(self._first_hit, site) if mode else None
-        site.handler = handler
+        old, site.handler = site.handler, handler
+        if old is not handler and self.native is not None and isinstance(old, self.native.Hit):
+            old.stale = True            # a hit in progress hands on to site.handler
         if handler is not None and mode == "int3":
-            self.m.traps[site.addr] = handler
+            self._set_trap(site.addr, handler)
             if site.mode != "int3":
                 self.arch.arm(site.addr)
         elif mode == "optimized":
@@ -307,6 +309,12 @@ class KprobeManager:
                 kp.flags |= KPROBE_FLAG_OPTIMIZED
             else:
                 kp.flags &= ~KPROBE_FLAG_OPTIMIZED
+
+    def _set_trap(self, addr: int, handler: Callable[..., None]) -> None:
+        if self.native is not None and isinstance(handler, self.native.Hit):
+            self.m.set_native_trap(addr, ADDRESSES["hit_trap"], handler)   # tried without the GIL
+        else:
+            self.m.traps[addr] = handler
 
     def _hook(self, site: _Site) -> None:
         assert site.handler is not None
@@ -341,7 +349,7 @@ class KprobeManager:
         kilobyte or two a site), serve it from now on, and take this hit."""
         handler = self._handler_for(site, False)
         site.handler = handler
-        self.m.traps[site.addr] = handler
+        self._set_trap(site.addr, handler)
         handler(addr)
 
     def _handler_for(self, site: _Site, optimized: bool) -> Callable[..., None]:
@@ -370,6 +378,12 @@ class KprobeManager:
             if ri.fp == slot:
                 return ri.ret_addr
         return None
+
+    def handlers_changed(self, kp: Kprobe) -> None:
+        """``kp.pre_handler`` was set: serve its site anew."""
+        site = self.sites.get(kp.addr) if kp.addr is not None else None
+        if site is not None and kp in site.probes:
+            self.update(site)
 
     def update_all(self) -> None:
         for site in list(self.sites.values()):
@@ -546,10 +560,13 @@ class _NativeManager(KprobeManager):
         if rp is None and site.posts and not optimized:
             return super()._handler_for(site, optimized)      # the single-step: Python
         kind, push_reg, emulate = self._step_of(site.ainsn, optimized)
+        pres = [kp.pre_handler for kp in site.active if kp.pre_handler is not None]
+        counts = (tuple(pres) if rp is None and all(type(p) is self.native.Count for p in pres)
+                  else None)                     # counted in C, without the GIL
         return self.native.Hit(self.core, site, site.active, self._pre_path(site, optimized, forward=False),
                                site.addr, optimized, kind, site.addr + site.ainsn.size,
                                site.ainsn.slot.boost_addr if site.ainsn.slot is not None else 0,
-                               push_reg, emulate, rp)
+                               push_reg, emulate, rp, counts)
 
     @staticmethod
     def _step_of(ainsn: ArchInsn, optimized: bool) -> tuple[int, int, Any]:

@@ -39,6 +39,7 @@ class Kprobe:
     def __init__(self, symbol_name: str | None = None, addr: int | None = None, offset: int = 0,
                  pre_handler: PreHandler | None = None, post_handler: PostHandler | None = None,
                  flags: int = 0) -> None:
+        self._mgr: KprobeManager | None = None
         self.symbol_name = symbol_name
         self.addr = addr
         self.offset = offset
@@ -46,11 +47,22 @@ class Kprobe:
         self.post_handler = post_handler
         self.flags = flags
         self.nmissed = 0
-        self._mgr: KprobeManager | None = None
         # Set for the entry probe of a kretprobe (the kernel finds it by pre_handler).
         self._kretprobe: Any = None
         # The machine it waits on while pending (probes._pending), else None.
         self._pending_on: Any = None
+
+    @property
+    def pre_handler(self) -> PreHandler | None:
+        return self._pre_handler
+
+    @pre_handler.setter
+    def pre_handler(self, fn: PreHandler | None) -> None:
+        """A registered probe's site is served anew (a handler-less optimized
+        site gets its hook, a native site its hit path)."""
+        self._pre_handler = fn
+        if self._mgr is not None:
+            self._mgr.handlers_changed(self)
 
     @property
     def registered(self) -> bool:

@@ -87,6 +87,39 @@ class KretprobeInstance(_InstanceBase):
         return f"<KretprobeInstance ret_addr={self.ret_addr:#x} fp={self.fp:#x}>"
 
 
+class _PyRpState:
+    """What the hit paths read of a kretprobe (the Python reference of
+    probes._native.RpState, which also owns the instances there)."""
+
+    __slots__ = ("gen", "nmissed", "nunwound", "has_handler", "has_entry", "free")
+
+    def __init__(self) -> None:
+        self.gen = 0
+        self.nmissed = 0
+        self.nunwound = 0
+        self.has_handler = self.has_entry = False
+        self.free: list[KretprobeInstance] = []
+
+    def set_handlers(self, entry_handler: object, handler: object) -> None:
+        self.has_entry = entry_handler is not None
+        self.has_handler = handler is not None
+
+    def own(self, ri: KretprobeInstance) -> None:
+        """Instances are owned by whoever holds them, here."""
+
+    def prune(self) -> None:
+        """Nothing to drop: instances of older registrations go with their last reference."""
+
+
+_RpState: Any = NATIVE.RpState if NATIVE is not None else _PyRpState
+
+
+def new_stack(task: bool = False, capacity: int = 0) -> Any:
+    """An empty list of instances: a free list, or with ``task`` a task's in-flight
+    list (a probes._native.Stack the C hit paths use, or a Python list)."""
+    return NATIVE.Stack(task, capacity) if NATIVE is not None else []
+
+
 class Kretprobe:
     """A probe on a function's return.
 
@@ -114,19 +147,69 @@ class Kretprobe:
     def __init__(self, symbol_name: str | None = None, addr: int | None = None,
                  handler: RetHandler | None = None, entry_handler: EntryHandler | None = None,
                  data_size: int = 0, maxactive: int = 0) -> None:
-        self.handler = handler
-        self.entry_handler = entry_handler
+        # Counters, generation, free list and what the handlers are: where the
+        # hit paths read them (probes._native.RpState with the native core).
+        self._c = _RpState()
+        self._handler = handler
+        self._entry_handler = entry_handler
+        self._c.set_handlers(entry_handler, handler)
         self.data_size = data_size
         self.maxactive = maxactive
-        self.nmissed = 0
-        self.nunwound = 0
         self.kp = Kprobe(symbol_name=symbol_name, addr=addr, pre_handler=self._pre_handler)
         self.kp._kretprobe = self
         self._mgr: KprobeManager | None = None
-        self._free: list[KretprobeInstance] = []
         self._spare = 0                 # instances of the arena not made yet
         self._arena = _NO_ARENA
-        self._gen = 0
+
+    @property
+    def handler(self) -> RetHandler | None:
+        return self._handler
+
+    @handler.setter
+    def handler(self, fn: RetHandler | None) -> None:
+        self._handler = fn
+        self._c.set_handlers(self._entry_handler, fn)
+
+    @property
+    def entry_handler(self) -> EntryHandler | None:
+        return self._entry_handler
+
+    @entry_handler.setter
+    def entry_handler(self, fn: EntryHandler | None) -> None:
+        self._entry_handler = fn
+        self._c.set_handlers(fn, self._handler)
+
+    @property
+    def nmissed(self) -> int:
+        return int(self._c.nmissed)
+
+    @nmissed.setter
+    def nmissed(self, value: int) -> None:
+        self._c.nmissed = value
+
+    @property
+    def nunwound(self) -> int:
+        return int(self._c.nunwound)
+
+    @nunwound.setter
+    def nunwound(self, value: int) -> None:
+        self._c.nunwound = value
+
+    @property
+    def _gen(self) -> int:
+        return int(self._c.gen)
+
+    @_gen.setter
+    def _gen(self, value: int) -> None:
+        self._c.gen = value
+
+    @property
+    def _free(self) -> Any:
+        return self._c.free
+
+    @_free.setter
+    def _free(self, stack: Any) -> None:
+        self._c.free = stack
 
     @property
     def symbol_name(self) -> str | None:
@@ -150,11 +233,12 @@ class Kretprobe:
         arena = memoryview(bytearray(self.maxactive * self.data_size))
         self._gen += 1
         self._arena = arena
-        self._free = []
+        self._free = new_stack(capacity=self.maxactive)
+        self._c.prune()
         self._spare = self.maxactive
 
     def _drop_pool(self) -> None:
-        self._free = []
+        self._free = new_stack()
         self._spare = 0
         self._arena = _NO_ARENA
 
@@ -165,7 +249,9 @@ class Kretprobe:
             return None
         self._spare -= 1
         at = self._spare * self.data_size
-        return KretprobeInstance(self, self._arena[at:at + self.data_size], self._gen)
+        ri = KretprobeInstance(self, self._arena[at:at + self.data_size], self._gen)
+        self._c.own(ri)
+        return ri
 
     def _pre_handler(self, kp: Kprobe, regs: PtRegs) -> int:
         mgr = self._mgr

@@ -33,6 +33,8 @@
 #include "structmember.h"
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+#include <stdio.h>
 
 typedef struct uc_struct uc_engine;
 typedef int (*uc_reg_rw_t)(uc_engine *uc, int regid, void *value);
@@ -41,8 +43,8 @@ enum { R_RSP = 4, R_RIP = 16, NR_FAST = 17, K_EFLAGS = -1 };
 enum { STEP_NONE = 0, STEP_NOP = 1, STEP_PUSH = 2, STEP_BOOST = 3, STEP_PY = 4 };
 #define NOT_FIRING 0x3     /* KPROBE_FLAG_GONE | KPROBE_FLAG_DISABLED */
 
-static PyObject *s_handler, *s_gone, *s_pre_handler, *s_flags, *s_current_task, *s_sched,
-    *s_preempt_point, *s_free, *s_entry_handler, *s_gen, *s_nmissed, *s_prepare, *mask64;
+static PyObject *s_handler, *s_rp_handler, *s_gone, *s_pre_handler, *s_flags,
+    *s_entry_handler, *s_prepare, *s_cut_at_hit, *mask64;
 
 /* --- errors ------------------------------------------------------------------------- */
 static PyObject *take_exception(void)
@@ -322,14 +324,33 @@ static PyTypeObject RegsType = {
     .tp_getset = Regs_getset,
 };
 
-/* === Instance ========================================================================= */
+/* === Instance, Stack, RpState ============================================================
+ *
+ * Ownership, so that the hot paths move instances without the GIL: every
+ * instance a kretprobe made is owned (one strong reference) by its RpState's
+ * `all` array; a Stack (a free list, or a task's in-flight list) holds
+ * borrowed pointers. Moving an instance between stacks changes no reference
+ * count, so C can do it without taking the GIL and without racing the cyclic
+ * GC of another thread (which only ever sees `all`). An instance stays owned
+ * while it is on a task's stack (RpState.prune keeps those), and a Stack is
+ * emptied before its instances can go.
+ */
+typedef struct RpState RpState;
+
 typedef struct {
     PyObject_HEAD
-    PyObject *rp, *data, *task;
+    PyObject *rp, *data;
+    RpState *state;            /* the kretprobe's state (owner of this instance) */
+    PyObject *task;            /* borrowed: the task that made the call, NULL while free */
     unsigned long long ret_addr, fp;
     long long gen;
-    char shared;
+    char shared, inflight;     /* inflight: on a task's stack */
+    char owned;                /* in its state's `all` (RpState.prune lets go of old ones) */
+    char *data_ptr;            /* host address of data (data_len bytes) */
+    Py_ssize_t data_len;
 } Instance;
+
+static PyTypeObject InstanceType;
 
 static int Instance_init(Instance *self, PyObject *args, PyObject *kwds)
 {
@@ -340,17 +361,37 @@ static int Instance_init(Instance *self, PyObject *args, PyObject *kwds)
         return -1;
     Py_XSETREF(self->rp, Py_NewRef(rp));
     Py_XSETREF(self->data, Py_NewRef(data));
-    Py_CLEAR(self->task);
+    self->task = NULL;
     self->ret_addr = self->fp = 0;
     self->gen = gen;
     self->shared = 0;
     return 0;
 }
 
+static PyObject *Instance_get_task(Instance *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->task != NULL ? self->task : Py_None);
+}
+
+static int Instance_set_task(Instance *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    /* Borrowed: a task outlives its in-flight instances (they are reclaimed
+     * when it ends, Rethook.task_exit), and a free instance has none. */
+    self->task = value == NULL || value == Py_None ? NULL : value;
+    return 0;
+}
+
+static PyGetSetDef Instance_getset[] = {
+    {"task", (getter)Instance_get_task, (setter)Instance_set_task,
+     "the task that made the call (None while free)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMemberDef Instance_members[] = {
     {"rp", T_OBJECT, offsetof(Instance, rp), 0, "the kretprobe"},
     {"data", T_OBJECT, offsetof(Instance, data), 0, "data_size private bytes"},
-    {"task", T_OBJECT, offsetof(Instance, task), 0, "the task that made the call (None: free)"},
     {"ret_addr", T_ULONGLONG, offsetof(Instance, ret_addr), 0, "the real return address"},
     {"fp", T_ULONGLONG, offsetof(Instance, fp), 0, "stack address of the return address"},
     {"gen", T_LONGLONG, offsetof(Instance, gen), 0, "the kretprobe's registration it is of"},
@@ -362,7 +403,7 @@ static int Instance_traverse(Instance *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->rp);
     Py_VISIT(self->data);
-    Py_VISIT(self->task);
+    Py_VISIT((PyObject *)self->state);
     return 0;
 }
 
@@ -370,7 +411,9 @@ static int Instance_clear(Instance *self)
 {
     Py_CLEAR(self->rp);
     Py_CLEAR(self->data);
-    Py_CLEAR(self->task);
+    Py_CLEAR(self->state);
+    self->data_ptr = NULL;
+    self->data_len = 0;
     return 0;
 }
 
@@ -395,51 +438,442 @@ static PyTypeObject InstanceType = {
     .tp_clear = (inquiry)Instance_clear,
     .tp_dealloc = (destructor)Instance_dealloc,
     .tp_members = Instance_members,
+    .tp_getset = Instance_getset,
+};
+
+/* --- Stack: a list of borrowed instance pointers ----------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    Instance **items;
+    Py_ssize_t n, cap;
+    char task;                 /* a task's in-flight list (else a free list) */
+} Stack;
+
+static PyTypeObject StackType;
+
+static int stack_reserve(Stack *s, Py_ssize_t want)
+{
+    if (want <= s->cap)
+        return 0;
+    Py_ssize_t cap = s->cap ? s->cap : 8;
+    while (cap < want)
+        cap *= 2;
+    Instance **items = realloc(s->items, (size_t)cap * sizeof *items);   /* not PyMem: no GIL */
+    if (items == NULL)
+        return -1;
+    s->items = items;
+    s->cap = cap;
+    return 0;
+}
+
+static int rpstate_own(RpState *st, Instance *ri);
+
+/* Push with the GIL: an instance an RpState.prune let go of while Python held
+ * it (a handler re-registered its kretprobe) is owned again first. */
+static int stack_push(Stack *s, Instance *ri)
+{
+    if (!ri->owned && rpstate_own(ri->state, ri) < 0)
+        return -1;
+    if (stack_reserve(s, s->n + 1) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->items[s->n++] = ri;
+    ri->inflight = s->task;
+    return 0;
+}
+
+/* Push without the GIL; -1 when it would have to grow (the caller takes the slow path).
+ * Only owned instances come this way (from a free list or a task's stack). */
+static inline int stack_push_nogil(Stack *s, Instance *ri)
+{
+    if (s->n == s->cap)
+        return -1;
+    s->items[s->n++] = ri;
+    ri->inflight = s->task;
+    return 0;
+}
+
+static inline Instance *stack_pop_nogil(Stack *s)
+{
+    Instance *ri = s->items[--s->n];
+    if (s->task)
+        ri->inflight = 0;
+    return ri;
+}
+
+static int Stack_init(Stack *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"task", "capacity", NULL};
+    int task = 0;
+    Py_ssize_t capacity = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|pn", kwlist, &task, &capacity))
+        return -1;
+    self->task = (char)task;
+    self->n = 0;
+    if (capacity > 0 && stack_reserve(self, capacity) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Stack_append(Stack *self, PyObject *ri)
+{
+    if (!PyObject_TypeCheck(ri, &InstanceType) || ((Instance *)ri)->state == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Stack holds kretprobe instances owned by their kretprobe");
+        return NULL;
+    }
+    if (stack_push(self, (Instance *)ri) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Stack_pop(Stack *self, PyObject *noargs)
+{
+    (void)noargs;
+    if (self->n == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from empty Stack");
+        return NULL;
+    }
+    return Py_NewRef((PyObject *)stack_pop_nogil(self));
+}
+
+static PyObject *Stack_clear_m(Stack *self, PyObject *noargs)
+{
+    (void)noargs;
+    while (self->n)
+        stack_pop_nogil(self);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Stack_len(Stack *self)
+{
+    return self->n;
+}
+
+static PyObject *Stack_item(Stack *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "Stack index out of range");
+        return NULL;
+    }
+    return Py_NewRef((PyObject *)self->items[i]);
+}
+
+static void Stack_dealloc(Stack *self)
+{
+    free(self->items);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Stack_repr(Stack *self)
+{
+    return PyUnicode_FromFormat("<Stack %s of %zd>", self->task ? "in flight" : "free", self->n);
+}
+
+static PySequenceMethods Stack_seq = {
+    .sq_length = (lenfunc)Stack_len,
+    .sq_item = (ssizeargfunc)Stack_item,
+};
+
+static PyMethodDef Stack_methods[] = {
+    {"append", (PyCFunction)Stack_append, METH_O, "append(ri): push an instance"},
+    {"pop", (PyCFunction)Stack_pop, METH_NOARGS, "pop() -> the last instance"},
+    {"clear", (PyCFunction)Stack_clear_m, METH_NOARGS, "clear(): drop every instance"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probes._native.Stack",
+    .tp_doc = "Stack(task=False, capacity=0): a list of kretprobe instances (a free list, "
+              "or with task=True a task's in-flight list) the C hit paths use without the GIL.",
+    .tp_basicsize = sizeof(Stack),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Stack_init,
+    .tp_dealloc = (destructor)Stack_dealloc,
+    .tp_as_sequence = &Stack_seq,
+    .tp_methods = Stack_methods,
+    .tp_repr = (reprfunc)Stack_repr,
+};
+
+/* --- native actions (forward declarations) ------------------------------------------- */
+typedef struct Latency Latency;
+typedef struct {
+    PyObject_HEAD
+    Latency *lat;
+} LatencyView;             /* a Latency's entry_handler or handler */
+static PyTypeObject CountType, LatencyType, LatencyEntryType, LatencyReturnType;
+static int latency_pure(Latency *lat);
+static void latency_enter(Latency *lat, Instance *ri);
+static void latency_leave(Latency *lat, Instance *ri);
+
+/* --- RpState: what C needs of a Kretprobe --------------------------------------------- */
+struct RpState {
+    PyObject_HEAD
+    long long gen;
+    unsigned long long nmissed, nunwound;
+    char has_handler, has_entry;
+    Latency *entry_act, *ret_act;   /* native actions in place of the handlers, or NULL */
+    Stack *free;
+    PyObject **all;                 /* every instance made and still owned */
+    Py_ssize_t n_all, cap_all;
+};
+
+static PyTypeObject RpStateType;
+
+static int RpState_init(RpState *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    Py_XSETREF(self->free, (Stack *)PyObject_CallNoArgs((PyObject *)&StackType));
+    return self->free != NULL ? 0 : -1;
+}
+
+static int rpstate_own(RpState *st, Instance *ri)
+{
+    if (st == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a kretprobe instance no kretprobe owns");
+        return -1;
+    }
+    if (st->n_all == st->cap_all) {
+        Py_ssize_t cap = st->cap_all ? 2 * st->cap_all : 8;
+        PyObject **all = PyMem_Realloc(st->all, (size_t)cap * sizeof *all);
+        if (all == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        st->all = all;
+        st->cap_all = cap;
+    }
+    st->all[st->n_all++] = Py_NewRef((PyObject *)ri);
+    ri->owned = 1;
+    return 0;
+}
+
+static PyObject *RpState_own(RpState *self, PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, &InstanceType) || ((Instance *)obj)->owned) {
+        PyErr_SetString(PyExc_TypeError, "own(ri): a new kretprobe instance");
+        return NULL;
+    }
+    Instance *ri = (Instance *)obj;
+    if (ri->data != NULL && ri->data != Py_None) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(ri->data, &view, PyBUF_WRITABLE) < 0)
+            return NULL;
+        /* The arena (a bytearray under ri.data) is never resized: the pointer lasts. */
+        ri->data_ptr = view.buf;
+        ri->data_len = view.len;
+        PyBuffer_Release(&view);
+    }
+    Py_XSETREF(ri->state, (RpState *)Py_NewRef(self));
+    if (rpstate_own(self, ri) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *RpState_prune(RpState *self, PyObject *noargs)
+{
+    (void)noargs;
+    /* A new registration: instances of older ones go unless still in flight. */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < self->n_all; i++) {
+        Instance *ri = (Instance *)self->all[i];
+        if (ri->gen == self->gen || ri->inflight) {
+            self->all[kept++] = (PyObject *)ri;
+        } else {
+            ri->owned = 0;
+            Py_DECREF(ri);
+        }
+    }
+    self->n_all = kept;
+    Py_RETURN_NONE;
+}
+
+static PyObject *RpState_get_free(RpState *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef((PyObject *)self->free);
+}
+
+static int RpState_set_free(RpState *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    if (value == NULL || !PyObject_TypeCheck(value, &StackType) || ((Stack *)value)->task) {
+        PyErr_SetString(PyExc_TypeError, "free must be a free-list Stack");
+        return -1;
+    }
+    /* The old list's instances are of an older registration: no longer free. */
+    while (self->free != NULL && self->free->n)
+        stack_pop_nogil(self->free);
+    Py_XSETREF(self->free, (Stack *)Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *RpState_set_handlers(RpState *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_handlers(entry_handler, handler)");
+        return NULL;
+    }
+    PyObject *entry = args[0], *handler = args[1];
+    self->has_entry = entry != Py_None;
+    self->has_handler = handler != Py_None;
+    Latency *e = NULL, *r = NULL;
+    if (Py_TYPE(entry) == &LatencyEntryType)
+        e = ((LatencyView *)entry)->lat;
+    if (Py_TYPE(handler) == &LatencyReturnType)
+        r = ((LatencyView *)handler)->lat;
+    Py_XSETREF(self->entry_act, e != NULL ? (Latency *)Py_NewRef((PyObject *)e) : NULL);
+    Py_XSETREF(self->ret_act, r != NULL ? (Latency *)Py_NewRef((PyObject *)r) : NULL);
+    Py_RETURN_NONE;
+}
+
+static PyMemberDef RpState_members[] = {
+    {"gen", T_LONGLONG, offsetof(RpState, gen), 0, "the registration in-flight instances must be of"},
+    {"nmissed", T_ULONGLONG, offsetof(RpState, nmissed), 0, "rp.nmissed"},
+    {"nunwound", T_ULONGLONG, offsetof(RpState, nunwound), 0, "rp.nunwound"},
+    {"has_handler", T_BOOL, offsetof(RpState, has_handler), READONLY, "rp.handler is set"},
+    {"has_entry", T_BOOL, offsetof(RpState, has_entry), READONLY, "rp.entry_handler is set"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef RpState_getset[] = {
+    {"free", (getter)RpState_get_free, (setter)RpState_set_free, "the free list (a Stack)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef RpState_methods[] = {
+    {"own", (PyCFunction)RpState_own, METH_O, "own(ri): a new instance of this kretprobe"},
+    {"prune", (PyCFunction)RpState_prune, METH_NOARGS,
+     "prune(): drop instances of older registrations that are not in flight"},
+    {"set_handlers", (PyCFunction)(void (*)(void))RpState_set_handlers, METH_FASTCALL,
+     "set_handlers(entry_handler, handler): what the hit paths must call"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int RpState_traverse(RpState *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->n_all; i++)
+        Py_VISIT(self->all[i]);
+    Py_VISIT((PyObject *)self->free);
+    Py_VISIT((PyObject *)self->entry_act);
+    Py_VISIT((PyObject *)self->ret_act);
+    return 0;
+}
+
+static int RpState_clear(RpState *self)
+{
+    if (self->free != NULL)
+        while (self->free->n)
+            stack_pop_nogil(self->free);
+    Py_ssize_t n = self->n_all;
+    self->n_all = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(self->all[i]);
+    Py_CLEAR(self->free);
+    Py_CLEAR(self->entry_act);
+    Py_CLEAR(self->ret_act);
+    return 0;
+}
+
+static void RpState_dealloc(RpState *self)
+{
+    PyObject_GC_UnTrack(self);
+    RpState_clear(self);
+    PyMem_Free(self->all);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject RpStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probes._native.RpState",
+    .tp_doc = "RpState(): a kretprobe's state the C hit paths read (counters, generation, "
+              "free list, what its handlers are) and the owner of its instances.",
+    .tp_basicsize = sizeof(RpState),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RpState_init,
+    .tp_traverse = (traverseproc)RpState_traverse,
+    .tp_clear = (inquiry)RpState_clear,
+    .tp_dealloc = (destructor)RpState_dealloc,
+    .tp_members = RpState_members,
+    .tp_getset = RpState_getset,
+    .tp_methods = RpState_methods,
 };
 
 /* === Core ============================================================================= */
+#define NSPANS 4
+
+typedef struct {
+    unsigned long long start, end;
+    char *ptr;
+    PyObject *keep;
+} Span;
+
 typedef struct {
     PyObject_HEAD
     char running;              /* kprobe_running() */
+    char sched_on;             /* a scheduler runs: hits are preemption points */
+    long long *hits;           /* the machine's preemption countdown (emu.native.Cell) */
+    PyObject *hits_keep;
+    /* The adaptive optimizer (probes._core._NativeManager): hooked hits until the
+     * next look for cold hooks (0: never), and the Python side's two entries. */
+    long long tidy_every, tidy_left;
+    PyObject *on_hot;          /* on_hot(site): an int3 site that wants a hook is hot */
+    PyObject *on_tidy;         /* on_tidy(): time to let go of cold hooks */
     Regs *regs;
     PyObject *m;               /* the Machine */
+    PyObject *mgr;             /* the KprobeManager (rp._prepare's argument) */
     PyObject *abort;           /* m.abort(exc): a bug of the hit path */
     PyObject *failed;          /* mgr.handler_failed(exc, fn): a handler raised */
-    PyObject *inflight;        /* dict: task -> list of Instance (outermost first) */
     PyObject *span;            /* span(addr) -> (start, end, ptr, keep) of writable memory, or None */
     PyObject *tramp_general;   /* Rethook._trampoline_general(slot) */
-    PyObject *mgr;             /* the KprobeManager (rp._prepare's argument) */
     unsigned long long tramp;  /* the trampoline's address */
     uint64_t *cell;            /* host address of the trampoline's cell */
     PyObject *cell_keep;
     int rip_id;
     unsigned long long layout; /* bumped when memory is unmapped or reprotected */
-    /* the last task seen and its in-flight list */
-    PyObject *c_task, *c_stack;
-    /* the writable span last used: [s_start, s_end) at host s_ptr */
-    unsigned long long s_start, s_end;
-    char *s_ptr;
-    PyObject *s_keep;
+    PyObject *task;            /* the current task (Core.switch) */
+    Stack *stack;              /* its in-flight list */
+    Span spans[NSPANS];        /* writable spans last used */
+    int next_span;
 } Core;
 
-static void core_forget_span(Core *c)
+static void core_forget_spans(Core *c)
 {
-    c->s_start = c->s_end = 0;
-    c->s_ptr = NULL;
-    Py_CLEAR(c->s_keep);
+    for (int i = 0; i < NSPANS; i++) {
+        c->spans[i].start = c->spans[i].end = 0;
+        c->spans[i].ptr = NULL;
+        Py_CLEAR(c->spans[i].keep);
+    }
 }
 
-/* Host address of the 8 bytes at addr when they are in writable guest memory,
- * else NULL (no error) or NULL with an error set. */
+/* Host address of the 8 bytes at addr when a cached span holds them (no GIL needed). */
+static inline char *core_word_cached(Core *c, unsigned long long addr)
+{
+    for (int i = 0; i < NSPANS; i++) {
+        Span *s = &c->spans[i];
+        if (addr >= s->start && addr + 8 <= s->end && addr + 8 > addr)
+            return s->ptr + (addr - s->start);
+    }
+    return NULL;
+}
+
+/* The same, asking Python for the mapping on a miss (GIL held): NULL when the
+ * bytes are not in writable memory (no error) or on an error (set). */
 static char *core_stack_word(Core *c, unsigned long long addr)
 {
-    if (addr >= c->s_start && addr + 8 <= c->s_end && addr + 8 > addr)
-        return c->s_ptr + (addr - c->s_start);
+    char *p = core_word_cached(c, addr);
+    if (p != NULL)
+        return p;
     PyObject *r = PyObject_CallFunction(c->span, "K", addr);
-    if (r == NULL)
-        return NULL;
-    if (r == Py_None) {
-        Py_DECREF(r);
+    if (r == NULL || r == Py_None) {
+        Py_XDECREF(r);
         return NULL;
     }
     unsigned long long start, end, ptr;
@@ -448,47 +882,40 @@ static char *core_stack_word(Core *c, unsigned long long addr)
         Py_DECREF(r);
         return NULL;
     }
-    core_forget_span(c);
-    c->s_start = start;
-    c->s_end = end;
-    c->s_ptr = (char *)(uintptr_t)ptr;
-    c->s_keep = Py_NewRef(keep);
+    Span *s = &c->spans[c->next_span];
+    c->next_span = (c->next_span + 1) % NSPANS;
+    Py_XSETREF(s->keep, Py_NewRef(keep));
+    s->start = start;
+    s->end = end;
+    s->ptr = (char *)(uintptr_t)ptr;
     Py_DECREF(r);
-    if (addr >= c->s_start && addr + 8 <= c->s_end && addr + 8 > addr)
-        return c->s_ptr + (addr - c->s_start);
-    return NULL;
+    return core_word_cached(c, addr);
 }
 
-/* The current task's in-flight list (borrowed), NULL if it has none (no error),
- * NULL with an error set on failure. */
-static PyObject *core_stack_of(Core *c, PyObject **task_out)
+/* The scheduler's preemption point at a hit (Machine.preempt_point): the countdown
+ * is the machine's own cell, shared with Python; only the slice's end needs Python. */
+static int core_cut(Core *c)
 {
-    PyObject *task = PyObject_GetAttr(c->m, s_current_task);
-    if (task == NULL)
-        return NULL;
-    *task_out = task;      /* a new reference, for the caller */
-    if (task == c->c_task)
-        return c->c_stack;
-    PyObject *stack = PyDict_GetItemWithError(c->inflight, task);
-    if (stack == NULL || !PyList_CheckExact(stack))
-        return NULL;
-    Py_XSETREF(c->c_task, Py_NewRef(task));
-    Py_XSETREF(c->c_stack, Py_NewRef(stack));
-    return stack;
-}
-
-static int core_preempt(Core *c)
-{
-    PyObject *sched = PyObject_GetAttr(c->m, s_sched);
-    if (sched == NULL)
-        return -1;
-    int on = sched != Py_None;
-    Py_DECREF(sched);
-    if (!on)
-        return 0;
-    PyObject *r = PyObject_CallMethodNoArgs(c->m, s_preempt_point);
+    PyObject *r = PyObject_CallMethodNoArgs(c->m, s_cut_at_hit);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
+}
+
+static int core_preempt(Core *c)          /* with the GIL */
+{
+    if (!c->sched_on || --*c->hits > 0)
+        return 0;
+    return core_cut(c);
+}
+
+static void core_count_hit(Core *c)       /* without it */
+{
+    if (!c->sched_on || --*c->hits > 0)
+        return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (core_cut(c) < 0)
+        hand_over(c->abort, NULL);
+    PyGILState_Release(gil);
 }
 
 static void core_set_pc(Core *c, uint64_t pc)
@@ -497,37 +924,26 @@ static void core_set_pc(Core *c, uint64_t pc)
     c->regs->reg_write(c->regs->uch, c->rip_id, &pc);
 }
 
-/* list.pop() of a non-empty list (a new reference). */
-static PyObject *list_pop(PyObject *list)
-{
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    PyObject *item = Py_NewRef(PyList_GET_ITEM(list, n - 1));
-    if (PyList_SetSlice(list, n - 1, n, NULL) < 0) {
-        Py_DECREF(item);
-        return NULL;
-    }
-    return item;
-}
-
 static int Core_init(Core *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"machine", "mgr", "regs", "inflight", "span", "tramp_general",
-                             "abort", "failed", "tramp", "cell", "cell_keep", "rip_id", NULL};
-    PyObject *m, *mgr, *regs, *inflight, *span, *general, *abort, *failed, *keep;
-    unsigned long long tramp, cell;
+    static char *kwlist[] = {"machine", "mgr", "regs", "span", "tramp_general", "abort", "failed",
+                             "tramp", "cell", "cell_keep", "rip_id", "hits", "hits_keep", NULL};
+    PyObject *m, *mgr, *regs, *span, *general, *abort, *failed, *keep, *hits_keep;
+    unsigned long long tramp, cell, hits;
     int rip_id;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OOOOKKOi", kwlist, &m, &mgr, &RegsType,
-                                     &regs, &PyDict_Type, &inflight, &span, &general, &abort,
-                                     &failed, &tramp, &cell, &keep, &rip_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOOOKKOiKO", kwlist, &m, &mgr, &RegsType,
+                                     &regs, &span, &general, &abort, &failed, &tramp, &cell,
+                                     &keep, &rip_id, &hits, &hits_keep))
         return -1;
-    if (!cell) {
-        PyErr_SetString(PyExc_ValueError, "Core: null trampoline cell");
+    if (!cell || !hits) {
+        PyErr_SetString(PyExc_ValueError, "Core: null trampoline cell or countdown");
         return -1;
     }
+    self->hits = (long long *)(uintptr_t)hits;
+    Py_XSETREF(self->hits_keep, Py_NewRef(hits_keep));
     Py_XSETREF(self->m, Py_NewRef(m));
     Py_XSETREF(self->mgr, Py_NewRef(mgr));
     Py_XSETREF(self->regs, (Regs *)Py_NewRef(regs));
-    Py_XSETREF(self->inflight, Py_NewRef(inflight));
     Py_XSETREF(self->span, Py_NewRef(span));
     Py_XSETREF(self->tramp_general, Py_NewRef(general));
     Py_XSETREF(self->abort, Py_NewRef(abort));
@@ -540,24 +956,52 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static PyObject *Core_switch(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyObject_TypeCheck(args[1], &StackType) || !((Stack *)args[1])->task) {
+        PyErr_SetString(PyExc_TypeError, "switch(task, in-flight Stack, scheduled)");
+        return NULL;
+    }
+    int on = PyObject_IsTrue(args[2]);
+    if (on < 0)
+        return NULL;
+    Py_XSETREF(self->task, Py_NewRef(args[0]));
+    Py_XSETREF(self->stack, (Stack *)Py_NewRef(args[1]));
+    self->sched_on = (char)on;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Core_invalidate(Core *self, PyObject *noargs)
 {
     (void)noargs;
-    core_forget_span(self);
+    core_forget_spans(self);
     self->layout++;
     Py_RETURN_NONE;
 }
 
-static PyObject *Core_forget_tasks(Core *self, PyObject *noargs)
+static PyObject *Core_address(PyObject *self, PyObject *noargs)
 {
     (void)noargs;
-    Py_CLEAR(self->c_task);
-    Py_CLEAR(self->c_stack);
-    Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)self);
 }
+
+static PyMethodDef Core_methods[] = {
+    {"switch", (PyCFunction)(void (*)(void))Core_switch, METH_FASTCALL,
+     "switch(task, stack, scheduled): the current task, its in-flight Stack, and whether a "
+     "scheduler runs (Machine.on_switch)"},
+    {"invalidate", (PyCFunction)Core_invalidate, METH_NOARGS,
+     "invalidate(): memory was unmapped or reprotected: forget the cached spans"},
+    {"address", (PyCFunction)Core_address, METH_NOARGS,
+     "address() -> the object's address: tramp_code's user data (keep the object alive)"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyMemberDef Core_members[] = {
     {"running", T_BOOL, offsetof(Core, running), 0, "kprobe_running()"},
+    {"tidy_every", T_LONGLONG, offsetof(Core, tidy_every), 0,
+     "hooked hits between calls of on_tidy (0: never)"},
+    {"on_hot", T_OBJECT, offsetof(Core, on_hot), 0, "on_hot(site), or None"},
+    {"on_tidy", T_OBJECT, offsetof(Core, on_tidy), 0, "on_tidy(), or None"},
     {"regs", T_OBJECT, offsetof(Core, regs), READONLY, "the pt_regs handlers get"},
     {NULL, 0, 0, 0, NULL},
 };
@@ -569,13 +1013,16 @@ static int Core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->mgr);
     Py_VISIT(self->abort);
     Py_VISIT(self->failed);
-    Py_VISIT(self->inflight);
     Py_VISIT(self->span);
     Py_VISIT(self->tramp_general);
     Py_VISIT(self->cell_keep);
-    Py_VISIT(self->c_task);
-    Py_VISIT(self->c_stack);
-    Py_VISIT(self->s_keep);
+    Py_VISIT(self->hits_keep);
+    Py_VISIT(self->on_hot);
+    Py_VISIT(self->on_tidy);
+    Py_VISIT(self->task);
+    Py_VISIT((PyObject *)self->stack);
+    for (int i = 0; i < NSPANS; i++)
+        Py_VISIT(self->spans[i].keep);
     return 0;
 }
 
@@ -586,13 +1033,15 @@ static int Core_clear(Core *self)
     Py_CLEAR(self->mgr);
     Py_CLEAR(self->abort);
     Py_CLEAR(self->failed);
-    Py_CLEAR(self->inflight);
     Py_CLEAR(self->span);
     Py_CLEAR(self->tramp_general);
     Py_CLEAR(self->cell_keep);
-    Py_CLEAR(self->c_task);
-    Py_CLEAR(self->c_stack);
-    core_forget_span(self);
+    Py_CLEAR(self->hits_keep);
+    Py_CLEAR(self->on_hot);
+    Py_CLEAR(self->on_tidy);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->stack);
+    core_forget_spans(self);
     return 0;
 }
 
@@ -603,27 +1052,11 @@ static void Core_dealloc(Core *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *Core_address(PyObject *self, PyObject *noargs)
-{
-    (void)noargs;
-    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)self);
-}
-
-static PyMethodDef Core_methods_all[] = {
-    {"invalidate", (PyCFunction)Core_invalidate, METH_NOARGS,
-     "invalidate(): memory was unmapped or reprotected: forget the cached span"},
-    {"forget_tasks", (PyCFunction)Core_forget_tasks, METH_NOARGS,
-     "forget_tasks(): forget the cached task and its in-flight list"},
-    {"address", (PyCFunction)Core_address, METH_NOARGS,
-     "address() -> the object's address: tramp_code's user data (keep the object alive)"},
-    {NULL, NULL, 0, NULL},
-};
-
 static PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.Core",
-    .tp_doc = "Core(machine, mgr, regs, inflight, span, tramp_general, abort, failed, tramp, "
-              "cell, cell_keep, rip_id): one probe manager's state for the native hit paths.",
+    .tp_doc = "Core(machine, mgr, regs, span, tramp_general, abort, failed, tramp, cell, "
+              "cell_keep, rip_id): one probe manager's state for the native hit paths.",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -631,40 +1064,36 @@ static PyTypeObject CoreType = {
     .tp_traverse = (traverseproc)Core_traverse,
     .tp_clear = (inquiry)Core_clear,
     .tp_dealloc = (destructor)Core_dealloc,
-    .tp_methods = Core_methods_all,
+    .tp_methods = Core_methods,
     .tp_members = Core_members,
 };
 
 /* === the trampoline ====================================================================== */
-/* rp.nmissed += 1 */
-static int bump(PyObject *obj, PyObject *name)
+/* The return of a lone instance whose kretprobe has no Python handler to call: no
+ * GIL. 1: done; 0: the GIL path must take it. */
+static int tramp_pure(Core *c)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    PyObject *one = PyLong_FromLong(1);
-    PyObject *w = one != NULL ? PyNumber_Add(v, one) : NULL;
-    Py_XDECREF(one);
-    Py_DECREF(v);
-    if (w == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(obj, name, w);
-    Py_DECREF(w);
-    return rc;
-}
-
-/* ri back on rp's free list when it is of rp's current registration. */
-static int give_back(Instance *ri, int current)
-{
-    Py_CLEAR(ri->task);
-    if (!current)
+    Stack *stack = c->stack;
+    if (stack == NULL || stack->n == 0)
         return 0;
-    PyObject *free = PyObject_GetAttr(ri->rp, s_free);
-    if (free == NULL)
-        return -1;
-    int rc = PyList_Append(free, (PyObject *)ri);
-    Py_DECREF(free);
-    return rc;
+    Instance *ri = stack->items[stack->n - 1];
+    RpState *st = ri->state;
+    if (ri->fp != c->regs->gpr[R_RSP] - 8 || ri->shared || ri->gen != st->gen)
+        return 0;
+    if (!c->running && st->has_handler && (st->ret_act == NULL || !latency_pure(st->ret_act)))
+        return 0;
+    if (st->free->n == st->free->cap)
+        return 0;
+    stack_pop_nogil(stack);
+    if (c->running)
+        st->nmissed++;
+    else if (st->ret_act != NULL)
+        latency_leave(st->ret_act, ri);
+    ri->task = NULL;
+    stack_push_nogil(st->free, ri);
+    *c->cell = ri->ret_addr;
+    core_count_hit(c);
+    return 1;
 }
 
 static int tramp_general(Core *c, unsigned long long slot)
@@ -674,50 +1103,45 @@ static int tramp_general(Core *c, unsigned long long slot)
     return r == NULL ? -1 : 0;
 }
 
-/* The return of a hijacked call (Rethook._trampoline_hook's fast path). */
+/* ri back on its kretprobe's free list when it is of the current registration. */
+static int give_back(Instance *ri, int current)
+{
+    ri->task = NULL;
+    if (!current)
+        return 0;
+    return stack_push(ri->state->free, ri);
+}
+
+/* The return of a hijacked call with the GIL (Rethook._trampoline_hook's fast path). */
 static int tramp_run(Core *c)
 {
     Regs *regs = c->regs;
     unsigned long long slot = regs->gpr[R_RSP] - 8;
-    PyObject *task = NULL;
-    PyObject *stack = core_stack_of(c, &task);
-    Py_XDECREF(task);
-    if (stack == NULL && PyErr_Occurred())
-        return -1;
-    if (stack == NULL || PyList_GET_SIZE(stack) == 0)
+    Stack *stack = c->stack;
+    if (stack == NULL || stack->n == 0)
         return tramp_general(c, slot);
-    PyObject *top = PyList_GET_ITEM(stack, PyList_GET_SIZE(stack) - 1);
-    if (Py_TYPE(top) != &InstanceType && !PyObject_TypeCheck(top, &InstanceType))
-        return tramp_general(c, slot);
-    Instance *ri = (Instance *)top;
+    Instance *ri = stack->items[stack->n - 1];
     if (ri->fp != slot || ri->shared)
         return tramp_general(c, slot);
-    ri = (Instance *)list_pop(stack);
-    if (ri == NULL)
-        return -1;
+    stack_pop_nogil(stack);
+    Py_INCREF(ri);
     int rc = -1;
-    PyObject *rp = Py_NewRef(ri->rp), *handler = NULL;
+    RpState *st = (RpState *)Py_NewRef((PyObject *)ri->state);
+    PyObject *handler = NULL;
     unsigned long long real = ri->ret_addr;
-    PyObject *gen = PyObject_GetAttr(rp, s_gen);
-    if (gen == NULL)
-        goto out;
-    long long g = PyLong_AsLongLong(gen);
-    Py_DECREF(gen);
-    if (g == -1 && PyErr_Occurred())
-        goto out;
-    int current = ri->gen == g;       /* changes when rp is unregistered: then no handler */
-    handler = PyObject_GetAttr(rp, s_handler);
-    if (handler == NULL)
-        goto out;
+    int current = ri->gen == st->gen;   /* changes when rp is unregistered: then no handler */
     if (c->running) {
-        if (bump(rp, s_nmissed) < 0)
+        st->nmissed++;
+    } else if (current && st->has_handler) {
+        handler = PyObject_GetAttr(ri->rp, s_rp_handler);
+        if (handler == NULL)
             goto out;
-    } else if (current && handler != Py_None) {
         c->running = 1;
         regs->rip = real;
         regs_discard(regs);
         PyObject *args[2] = {(PyObject *)ri, (PyObject *)regs};
-        PyObject *r = PyObject_Vectorcall(handler, args, 2, NULL);
+        PyObject *r = handler != Py_None ? PyObject_Vectorcall(handler, args, 2, NULL)
+                                         : Py_NewRef(Py_None);
         if (r == NULL) {
             regs_discard(regs);
             hand_over(c->failed, handler);
@@ -743,7 +1167,7 @@ static int tramp_run(Core *c)
     rc = core_preempt(c);
 out:
     Py_XDECREF(handler);
-    Py_DECREF(rp);
+    Py_DECREF(st);
     Py_DECREF(ri);
     return rc;
 }
@@ -752,6 +1176,8 @@ static void tramp_code(uc_engine *uc, uint64_t address, uint32_t size, void *use
 {
     (void)uc; (void)address; (void)size;
     Core *c = (Core *)user;
+    if (tramp_pure(c))
+        return;
     PyGILState_STATE gil = PyGILState_Ensure();
     Py_INCREF(c);
     if (tramp_run(c) < 0)
@@ -765,18 +1191,28 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Core *core;
-    PyObject *site;        /* the _Site: .handler (still this?), .gone */
+    PyObject *site;        /* the _Site: .handler (when stale), .gone */
     PyObject *active;      /* tuple of the enabled Kprobes */
     PyObject *general;     /* the Python hit path, general(addr) */
-    PyObject *emulate;     /* the emulate op (STEP_PY), or None */
+    PyObject *emulate;     /* the emulate op (STEP_PY, STEP_PUSH), or None */
     PyObject *rp;          /* the Kretprobe of a kretprobe entry site, or NULL */
+    RpState *state;        /* its state */
+    PyObject *counts;      /* tuple of the Count pre_handlers when every handler is one, or NULL */
     unsigned long long addr, next, boost;
     int kind, push_reg;
-    char optimized;
+    char optimized, stale; /* stale: the site is served by another handler now */
+    unsigned long long hits;        /* hits taken (any path) */
+    unsigned long long base;        /* hits at the optimizer's last look */
+    unsigned long long promote_at;  /* an int3 site wanting a hook: on_hot at this many (0: no) */
 } Hit;
 
 static PyTypeObject HitType;
 static int hit_run(Hit *h);
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long value;
+} Count;
 
 static int call_general(Hit *h)
 {
@@ -785,37 +1221,47 @@ static int call_general(Hit *h)
     return r == NULL ? -1 : 0;
 }
 
-/* The instruction at the probe, out of the way (int3 sites): RIP past it. */
-static int hit_step(Hit *h)
+/* The probed instruction's step without the GIL, for the shapes C does: 1 done,
+ * 0 not here (nothing changed). */
+static inline int step_pure(Hit *h)
 {
     Core *c = h->core;
     uint64_t *gpr = c->regs->gpr;
     switch (h->kind) {
+    case STEP_NONE:
+        return 1;
     case STEP_NOP:
         gpr[R_RIP] = h->next;
-        return 0;
+        return 1;
     case STEP_BOOST:
         gpr[R_RIP] = h->boost;
-        return 0;
+        return 1;
     case STEP_PUSH: {
         unsigned long long sp = gpr[R_RSP] - 8;
-        char *p = core_stack_word(c, sp);
-        if (p != NULL) {
-            uint64_t v = gpr[h->push_reg];    /* push rsp stores the value before the decrement */
-            memcpy(p, &v, 8);
-            gpr[R_RSP] = sp;
-            gpr[R_RIP] = h->next;
+        char *p = core_word_cached(c, sp);
+        if (p == NULL)
             return 0;
-        }
-        if (PyErr_Occurred())
-            return -1;
-        break;       /* not plainly writable: the Python op decides (it may fault) */
+        uint64_t v = gpr[h->push_reg];    /* push rsp stores the value before the decrement */
+        memcpy(p, &v, 8);
+        gpr[R_RSP] = sp;
+        gpr[R_RIP] = h->next;
+        return 1;
     }
-    case STEP_PY:
-        break;
     default:
         return 0;
     }
+}
+
+/* The same with the GIL: misses of the span cache ask Python, other shapes run the
+ * Python emulate op. */
+static int hit_step(Hit *h)
+{
+    Core *c = h->core;
+    uint64_t *gpr = c->regs->gpr;
+    if (h->kind == STEP_PUSH && core_stack_word(c, gpr[R_RSP] - 8) == NULL && PyErr_Occurred())
+        return -1;
+    if (step_pure(h))
+        return 0;
     PyObject *r = PyObject_CallNoArgs(h->emulate);
     if (r == NULL)
         return -1;
@@ -825,6 +1271,90 @@ static int hit_step(Hit *h)
         return -1;
     gpr[R_RIP] = nxt;
     return 0;
+}
+
+/* A kprobe site whose handlers are all counters (or none), or a kretprobe entry
+ * with nothing to call in Python: no GIL. 1 done, 0 the GIL path must take it. */
+static int hit_pure(Hit *h)
+{
+    Core *c = h->core;
+    if (h->stale || c->running)
+        return 0;
+    if (h->rp == NULL) {
+        if (h->counts == NULL)
+            return 0;
+        if (h->kind == STEP_PY || (h->kind == STEP_PUSH
+                                   && core_word_cached(c, c->regs->gpr[R_RSP] - 8) == NULL))
+            return 0;
+        Py_ssize_t n = PyTuple_GET_SIZE(h->counts);
+        for (Py_ssize_t i = 0; i < n; i++)
+            ((Count *)PyTuple_GET_ITEM(h->counts, i))->value++;
+        step_pure(h);
+        h->hits++;
+        core_count_hit(c);
+        return 1;
+    }
+    RpState *st = h->state;
+    Stack *stack = c->stack, *free = st->free;
+    uint64_t *gpr = c->regs->gpr;
+    unsigned long long sp = gpr[R_RSP];
+    if ((st->has_entry && (st->entry_act == NULL || !latency_pure(st->entry_act)))
+        || stack == NULL || free->n == 0 || stack->n == stack->cap
+        || (stack->n && stack->items[stack->n - 1]->fp <= sp))
+        return 0;
+    char *slot = core_word_cached(c, sp);
+    if (slot == NULL || h->kind == STEP_PY
+        || (h->kind == STEP_PUSH && core_word_cached(c, sp - 8) == NULL))
+        return 0;
+    Instance *ri = stack_pop_nogil(free);
+    ri->task = c->task;
+    if (st->entry_act != NULL)
+        latency_enter(st->entry_act, ri);
+    uint64_t ret, t = c->tramp;
+    memcpy(&ret, slot, 8);
+    ri->ret_addr = ret;
+    ri->fp = sp;
+    ri->shared = 0;
+    memcpy(slot, &t, 8);
+    stack_push_nogil(stack, ri);
+    step_pure(h);
+    h->hits++;
+    core_count_hit(c);
+    return 1;
+}
+
+/* The optimizer's counters, after a hit (pure or not): a hot int3 site that wants
+ * a hook, or enough hooked hits to look for cold hooks, calls Python (rarely). */
+static void hit_after(Hit *h)
+{
+    Core *c = h->core;
+    PyObject *fn = NULL, *arg = NULL;
+    if (h->optimized) {
+        if (c->tidy_every <= 0 || --c->tidy_left > 0)
+            return;
+        c->tidy_left = c->tidy_every;
+        fn = c->on_tidy;
+    } else {
+        if (h->promote_at == 0 || h->hits < h->promote_at)
+            return;
+        h->promote_at = 0;
+        fn = c->on_hot;
+        arg = h->site;
+    }
+    if (fn == NULL || fn == Py_None)
+        return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_INCREF(c);
+    Py_INCREF(fn);
+    Py_XINCREF(arg);           /* the call may re-serve the site and free this Hit */
+    PyObject *r = arg != NULL ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
+    if (r == NULL)
+        hand_over(c->abort, NULL);
+    Py_XDECREF(r);
+    Py_XDECREF(arg);
+    Py_DECREF(fn);
+    Py_DECREF(c);
+    PyGILState_Release(gil);
 }
 
 static int site_gone(Hit *h)
@@ -912,60 +1442,47 @@ static int hit_kprobe(Hit *h)
     return core_preempt(c);
 }
 
+static int call_prepare(Hit *h, Instance *ri)
+{
+    PyObject *p = PyObject_CallMethodObjArgs(h->rp, s_prepare, h->core->mgr, (PyObject *)ri,
+                                             (PyObject *)h->core->regs, NULL);
+    Py_XDECREF(p);
+    return p == NULL ? -1 : 0;
+}
+
 /* pre_handler_kretprobe + arch_prepare_kretprobe + the step, for a site whose
- * only enabled probe is a kretprobe's (Rethook.entry_fast_path). */
+ * only enabled probe is a kretprobe's (Rethook.entry_fast_path), with the GIL. */
 static int hit_kretprobe(Hit *h)
 {
     Core *c = h->core;
     Regs *regs = c->regs;
     uint64_t *gpr = regs->gpr;
-    int rc = -1;
-    PyObject *task = NULL, *free = NULL, *entry = NULL;
-    Instance *ri = NULL;
-    PyObject *stack = core_stack_of(c, &task);
-    if (stack == NULL) {
-        if (PyErr_Occurred())
-            goto out;
-        rc = call_general(h);        /* the task's first call: the general path */
-        goto out;
-    }
-    free = PyObject_GetAttr(h->rp, s_free);
-    if (free == NULL)
-        goto out;
+    RpState *st = h->state;
+    Stack *stack = c->stack, *free = st->free;
     unsigned long long sp = gpr[R_RSP];
-    Py_ssize_t depth = PyList_GET_SIZE(stack);
     /* Uncommon shapes go the general way: a miss or a nested hit, stale frames
      * below this one, a return address outside writable memory. */
-    if (c->running || !PyList_CheckExact(free) || PyList_GET_SIZE(free) == 0
-        || (depth && ((Instance *)PyList_GET_ITEM(stack, depth - 1))->fp <= sp)) {
-        rc = call_general(h);
-        goto out;
-    }
-    if (!PyObject_TypeCheck(PyList_GET_ITEM(free, PyList_GET_SIZE(free) - 1), &InstanceType)) {
-        rc = call_general(h);
-        goto out;
-    }
+    if (c->running || stack == NULL || free->n == 0
+        || (stack->n && stack->items[stack->n - 1]->fp <= sp))
+        return call_general(h);
     char *slot = core_stack_word(c, sp);
-    if (slot == NULL) {
-        if (PyErr_Occurred())
-            goto out;
-        rc = call_general(h);
-        goto out;
-    }
-    ri = (Instance *)list_pop(free);
-    if (ri == NULL)
-        goto out;
-    Py_XSETREF(ri->task, Py_NewRef(task));
+    if (slot == NULL)
+        return PyErr_Occurred() ? -1 : call_general(h);
+    Instance *ri = (Instance *)Py_NewRef((PyObject *)stack_pop_nogil(free));
+    int rc = -1;
+    PyObject *entry = NULL;
+    ri->task = c->task;
     int hijack = 1;
-    entry = PyObject_GetAttr(h->rp, s_entry_handler);
-    if (entry == NULL)
-        goto out;
-    if (entry != Py_None) {
+    if (st->has_entry) {
+        entry = PyObject_GetAttr(h->rp, s_entry_handler);
+        if (entry == NULL)
+            goto out;
         c->running = 1;
         regs->rip = h->addr;
         regs_discard(regs);
         PyObject *args[2] = {(PyObject *)ri, (PyObject *)regs};
-        PyObject *r = PyObject_Vectorcall(entry, args, 2, NULL);
+        PyObject *r = entry != Py_None ? PyObject_Vectorcall(entry, args, 2, NULL)
+                                       : Py_NewRef(Py_None);
         int skip;
         if (r == NULL) {
             regs_discard(regs);
@@ -981,47 +1498,35 @@ static int hit_kretprobe(Hit *h)
                     goto out;
                 if (gpr[R_RSP] != sp) {     /* the handler moved the stack: go general */
                     hijack = 0;
-                    if (!skip) {
-                        PyObject *p = PyObject_CallMethodObjArgs(h->rp, s_prepare, c->mgr,
-                                                                 (PyObject *)ri, (PyObject *)regs,
-                                                                 NULL);
-                        if (p == NULL)
-                            goto out;
-                        Py_DECREF(p);
-                    }
+                    if (!skip && call_prepare(h, ri) < 0)
+                        goto out;
                 }
             }
         }
         c->running = 0;
         if (skip) {                  /* the instance goes back: no return handler */
-            Py_CLEAR(ri->task);
-            if (PyList_Append(free, (PyObject *)ri) < 0)
+            /* (to no list if the handler re-registered the kretprobe meanwhile) */
+            if (give_back(ri, ri->gen == st->gen) < 0)
                 goto out;
             hijack = 0;
         }
-        if (hijack) {                /* the handler may have unmapped or reprotected it */
-            slot = core_stack_word(c, sp);
-            if (slot == NULL) {
-                if (PyErr_Occurred())
-                    goto out;
-                hijack = 0;
-                PyObject *p = PyObject_CallMethodObjArgs(h->rp, s_prepare, c->mgr,
-                                                         (PyObject *)ri, (PyObject *)regs, NULL);
-                if (p == NULL)
-                    goto out;
-                Py_DECREF(p);
-            }
+        /* The handler may have unmapped or reprotected memory, or switched... */
+        if (hijack && (c->stack != stack || (slot = core_stack_word(c, sp)) == NULL)) {
+            if (PyErr_Occurred())
+                goto out;
+            hijack = 0;
+            if (call_prepare(h, ri) < 0)
+                goto out;
         }
     }
     if (hijack) {
-        uint64_t ret;
+        uint64_t ret, t = c->tramp;
         memcpy(&ret, slot, 8);
         ri->ret_addr = ret;
         ri->fp = sp;
         ri->shared = 0;
-        uint64_t t = c->tramp;
         memcpy(slot, &t, 8);
-        if (PyList_Append(stack, (PyObject *)ri) < 0)
+        if (stack_push(stack, ri) < 0)
             goto out;
     }
     if (!h->optimized && hit_step(h) < 0)
@@ -1029,28 +1534,30 @@ static int hit_kretprobe(Hit *h)
     rc = core_preempt(c);
 out:
     Py_XDECREF(entry);
-    Py_XDECREF((PyObject *)ri);
-    Py_XDECREF(free);
-    Py_XDECREF(task);
+    Py_DECREF(ri);
     return rc;
 }
 
 static int hit_run(Hit *h)
 {
-    /* Re-served during a run (probes._core._serve): hand the hit on. */
-    PyObject *now = PyObject_GetAttr(h->site, s_handler);
-    if (now == NULL)
-        return -1;
-    Py_DECREF(now);            /* the site holds it */
-    if (now != (PyObject *)h) {
-        if (now == Py_None)
-            return 0;
-        if (Py_TYPE(now) == &HitType)
-            return hit_run((Hit *)now);
-        PyObject *r = h->optimized ? PyObject_CallFunction(now, "OKIO", Py_None, h->addr, 0, Py_None)
-                                   : PyObject_CallFunction(now, "K", h->addr);
-        Py_XDECREF(r);
-        return r == NULL ? -1 : 0;
+    if (h->stale) {           /* re-served during a run (probes._core._serve): hand it on */
+        PyObject *now = PyObject_GetAttr(h->site, s_handler);   /* held: a handler may replace it */
+        if (now == NULL)
+            return -1;
+        int rc = 0;
+        if (now != Py_None && now != (PyObject *)h) {
+            if (Py_TYPE(now) == &HitType) {
+                rc = hit_run((Hit *)now);
+            } else {
+                PyObject *r = h->optimized
+                    ? PyObject_CallFunction(now, "OKIO", Py_None, h->addr, 0, Py_None)
+                    : PyObject_CallFunction(now, "K", h->addr);
+                Py_XDECREF(r);
+                rc = r == NULL ? -1 : 0;
+            }
+        }
+        Py_DECREF(now);
+        return rc;
     }
     return h->rp != NULL ? hit_kretprobe(h) : hit_kprobe(h);
 }
@@ -1060,10 +1567,18 @@ static PyObject *Hit_vectorcall(PyObject *self, PyObject *const *args, size_t na
 {
     (void)args; (void)nargsf; (void)kwnames;     /* the address is known */
     Hit *h = (Hit *)self;
+    if (hit_pure(h)) {
+        hit_after(h);
+        Py_RETURN_NONE;
+    }
     Py_INCREF(h);
     Core *c = (Core *)Py_NewRef(h->core);
+    if (!h->stale)
+        h->hits++;
     if (hit_run(h) < 0)
         hand_over(c->abort, NULL);
+    else if (!h->stale)
+        hit_after(h);
     Py_DECREF(c);
     Py_DECREF(h);
     Py_RETURN_NONE;
@@ -1072,28 +1587,66 @@ static PyObject *Hit_vectorcall(PyObject *self, PyObject *const *args, size_t na
 static void hit_code(uc_engine *uc, uint64_t address, uint32_t size, void *user)
 {
     (void)uc; (void)address; (void)size;
+    if (hit_pure((Hit *)user)) {
+        hit_after((Hit *)user);
+        return;
+    }
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *r = Hit_vectorcall((PyObject *)user, NULL, 0, NULL);
     Py_XDECREF(r);
     PyGILState_Release(gil);
 }
 
+/* For emu._native's trap table: an int3 at the site, without the GIL first. */
+static int hit_trap(void *user, uc_engine *uc, uint64_t address)
+{
+    (void)uc; (void)address;
+    if (!hit_pure((Hit *)user))
+        return 0;
+    hit_after((Hit *)user);
+    return 1;
+}
+
 static int Hit_init(Hit *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"core", "site", "active", "general", "addr", "optimized", "kind",
-                             "next", "boost", "push_reg", "emulate", "rp", NULL};
-    PyObject *core, *site, *active, *general, *emulate, *rp;
+                             "next", "boost", "push_reg", "emulate", "rp", "counts", NULL};
+    PyObject *core, *site, *active, *general, *emulate, *rp, *counts;
     unsigned long long addr, next, boost;
     int optimized, kind, push_reg;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OKpiKKiOO", kwlist, &CoreType, &core, &site,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OKpiKKiOOO", kwlist, &CoreType, &core, &site,
                                      &PyTuple_Type, &active, &general, &addr, &optimized, &kind,
-                                     &next, &boost, &push_reg, &emulate, &rp))
+                                     &next, &boost, &push_reg, &emulate, &rp, &counts))
         return -1;
     if (kind < STEP_NONE || kind > STEP_PY || (kind == STEP_PUSH && (push_reg < 0 || push_reg >= R_RIP))
         || ((kind == STEP_PY || kind == STEP_PUSH) && !PyCallable_Check(emulate))
-        || (!optimized && kind == STEP_NONE)) {
+        || (!optimized && kind == STEP_NONE) || (optimized && kind != STEP_NONE)) {
         PyErr_SetString(PyExc_ValueError, "Hit: inconsistent step");
         return -1;
+    }
+    PyObject *state = NULL;
+    if (rp != Py_None) {
+        state = PyObject_GetAttrString(rp, "_c");
+        if (state == NULL)
+            return -1;
+        if (!PyObject_TypeCheck(state, &RpStateType)) {
+            Py_DECREF(state);
+            PyErr_SetString(PyExc_TypeError, "Hit: the kretprobe's _c must be an RpState");
+            return -1;
+        }
+    }
+    if (counts != Py_None) {
+        if (!PyTuple_Check(counts)) {
+            Py_XDECREF(state);
+            PyErr_SetString(PyExc_TypeError, "Hit: counts must be a tuple of Count or None");
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(counts); i++)
+            if (Py_TYPE(PyTuple_GET_ITEM(counts, i)) != &CountType) {
+                Py_XDECREF(state);
+                PyErr_SetString(PyExc_TypeError, "Hit: counts must be a tuple of Count or None");
+                return -1;
+            }
     }
     Py_XSETREF(self->core, (Core *)Py_NewRef(core));
     Py_XSETREF(self->site, Py_NewRef(site));
@@ -1101,12 +1654,16 @@ static int Hit_init(Hit *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->general, Py_NewRef(general));
     Py_XSETREF(self->emulate, Py_NewRef(emulate));
     Py_XSETREF(self->rp, rp == Py_None ? NULL : Py_NewRef(rp));
+    Py_XSETREF(self->state, (RpState *)state);
+    Py_XSETREF(self->counts, counts == Py_None ? NULL : Py_NewRef(counts));
     self->addr = addr;
     self->next = next;
     self->boost = boost;
     self->kind = kind;
     self->push_reg = push_reg;
     self->optimized = (char)optimized;
+    self->stale = 0;
+    self->hits = self->base = self->promote_at = 0;
     self->vectorcall = Hit_vectorcall;
     return 0;
 }
@@ -1119,6 +1676,8 @@ static int Hit_traverse(Hit *self, visitproc visit, void *arg)
     Py_VISIT(self->general);
     Py_VISIT(self->emulate);
     Py_VISIT(self->rp);
+    Py_VISIT((PyObject *)self->state);
+    Py_VISIT(self->counts);
     return 0;
 }
 
@@ -1130,6 +1689,8 @@ static int Hit_clear(Hit *self)
     Py_CLEAR(self->general);
     Py_CLEAR(self->emulate);
     Py_CLEAR(self->rp);
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->counts);
     return 0;
 }
 
@@ -1160,11 +1721,20 @@ static PyMethodDef Hit_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef Hit_members[] = {
+    {"stale", T_BOOL, offsetof(Hit, stale), 0, "the site is served by another handler now"},
+    {"hits", T_ULONGLONG, offsetof(Hit, hits), 0, "hits taken"},
+    {"base", T_ULONGLONG, offsetof(Hit, base), 0, "hits at the optimizer's last look"},
+    {"promote_at", T_ULONGLONG, offsetof(Hit, promote_at), 0,
+     "an int3 site wanting a hook calls core.on_hot(site) at this many hits (0: never)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject HitType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.Hit",
     .tp_doc = "Hit(core, site, active, general, addr, optimized, kind, next, boost, push_reg, "
-              "emulate, rp): the native hit path of one site; hit(addr) takes an int3 hit.",
+              "emulate, rp, counts): the native hit path of one site; hit(addr) takes an int3 hit.",
     .tp_basicsize = sizeof(Hit),
     .tp_vectorcall_offset = offsetof(Hit, vectorcall),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -1175,15 +1745,361 @@ static PyTypeObject HitType = {
     .tp_clear = (inquiry)Hit_clear,
     .tp_dealloc = (destructor)Hit_dealloc,
     .tp_methods = Hit_methods,
+    .tp_members = Hit_members,
     .tp_repr = (reprfunc)Hit_repr,
+};
+
+/* === native actions ======================================================================= */
+/* Count: a pre_handler that counts hits (funccount). Called from Python it adds
+ * one; at a site whose handlers are all Counts the hit path adds without the GIL. */
+static PyObject *Count_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    (void)args; (void)nargsf; (void)kwnames;
+    ((Count *)self)->value++;
+    return PyLong_FromLong(0);
+}
+
+static PyObject *Count_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    return Count_vectorcall(self, NULL, 0, NULL);
+}
+
+static PyMemberDef Count_members[] = {
+    {"value", T_ULONGLONG, offsetof(Count, value), 0, "hits counted"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CountType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probes._native.Count",
+    .tp_doc = "Count(): a kprobe pre_handler that counts hits in C (value).",
+    .tp_basicsize = sizeof(Count),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_call = Count_call,
+    .tp_members = Count_members,
+};
+
+/* Latency: a kretprobe's entry_handler/handler pair (funclatency): the entry
+ * stamps a time into ri.data, the return adds log2(duration // div) to a
+ * histogram. With the host clock the hit paths do both without the GIL; with
+ * a Python clock (now(): the virtual clock) they run with it. */
+#define NSLOTS 65
+
+struct Latency {
+    PyObject_HEAD
+    PyObject *now;                 /* None: the host's monotonic clock; else now() -> ns */
+    unsigned long long div;
+    unsigned long long slots[NSLOTS], count, total, missed;
+};
+
+static int latency_pure(Latency *lat)
+{
+    return lat->now == NULL || lat->now == Py_None;
+}
+
+static unsigned long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ULL + (unsigned long long)ts.tv_nsec;
+}
+
+/* The host's monotonic clock, in ns. clock_gettime costs about 21 ns a call here
+ * and a timed call reads it twice; with an invariant TSC (constant_tsc and
+ * nonstop_tsc in /proc/cpuinfo, what the kernel's own clocksource uses) the
+ * clock is the TSC scaled to CLOCK_MONOTONIC's rate, measured once (9 ns). */
+#if defined(__x86_64__)
+#include <x86intrin.h>
+static int tsc_state;                      /* 0: not measured, 1: in use, -1: not usable */
+static unsigned long long tsc0, mono0, tsc_mult;   /* ns = mono0 + (tsc - tsc0) * mult >> 32 */
+
+static void tsc_calibrate(void)
+{
+    tsc_state = -1;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL)
+        return;
+    char line[4096];
+    int constant = 0, nonstop = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "flags", 5) == 0) {
+            constant = strstr(line, " constant_tsc") != NULL;
+            nonstop = strstr(line, " nonstop_tsc") != NULL;
+            break;
+        }
+    fclose(f);
+    if (!constant || !nonstop)
+        return;
+    unsigned long long m0 = mono_ns(), t0 = __rdtsc(), m1, t1;
+    do {                                   /* 5 ms: the rate to a few parts in 10^5 */
+        m1 = mono_ns();
+        t1 = __rdtsc();
+    } while (m1 - m0 < 5000000ULL);
+    if (t1 <= t0)
+        return;
+    tsc_mult = (unsigned long long)(((unsigned __int128)(m1 - m0) << 32) / (t1 - t0));
+    tsc0 = t1;
+    mono0 = m1;
+    tsc_state = 1;
+}
+
+static unsigned long long host_ns(void)
+{
+    if (tsc_state == 1) {
+        unsigned long long t = __rdtsc();
+        if (t >= tsc0)
+            return mono0 + (unsigned long long)(((unsigned __int128)(t - tsc0) * tsc_mult) >> 32);
+    }
+    return mono_ns();
+}
+#else
+static void tsc_calibrate(void) {}
+static unsigned long long host_ns(void)
+{
+    return mono_ns();
+}
+#endif
+
+static void latency_stamp(Instance *ri, unsigned long long t)
+{
+    if (ri->data_ptr != NULL && ri->data_len >= 8)
+        memcpy(ri->data_ptr, &t, 8);
+}
+
+static void latency_record(Latency *lat, Instance *ri, unsigned long long t)
+{
+    unsigned long long t0;
+    if (ri->data_ptr == NULL || ri->data_len < 8) {
+        lat->missed++;
+        return;
+    }
+    memcpy(&t0, ri->data_ptr, 8);
+    unsigned long long ns = t >= t0 ? t - t0 : 0;
+    unsigned long long v = ns / lat->div;
+    int slot = v ? 64 - __builtin_clzll(v) : 1;      /* bcc's bpf_log2l: 0 and 1 share 1 */
+    lat->slots[slot]++;
+    lat->count++;
+    lat->total += ns;
+}
+
+static void latency_enter(Latency *lat, Instance *ri)
+{
+    latency_stamp(ri, host_ns());
+    (void)lat;
+}
+
+static void latency_leave(Latency *lat, Instance *ri)
+{
+    latency_record(lat, ri, host_ns());
+}
+
+/* now() of a Latency with the GIL: -1 with an error set on failure. */
+static int latency_now(Latency *lat, unsigned long long *t)
+{
+    if (latency_pure(lat)) {
+        *t = host_ns();
+        return 0;
+    }
+    PyObject *r = PyObject_CallNoArgs(lat->now);
+    if (r == NULL)
+        return -1;
+    *t = PyLong_AsUnsignedLongLong(r);
+    Py_DECREF(r);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *view_call(PyObject *self, PyObject *args, PyObject *kwds, int entry)
+{
+    Latency *lat = ((LatencyView *)self)->lat;
+    PyObject *ri, *regs;
+    if (kwds != NULL || !PyArg_ParseTuple(args, "OO", &ri, &regs))
+        return NULL;
+    if (!PyObject_TypeCheck(ri, &InstanceType)) {
+        PyErr_SetString(PyExc_TypeError, "a Latency handler takes (ri, regs)");
+        return NULL;
+    }
+    unsigned long long t;
+    if (latency_now(lat, &t) < 0)
+        return NULL;
+    if (entry)
+        latency_stamp((Instance *)ri, t);
+    else
+        latency_record(lat, (Instance *)ri, t);
+    return PyLong_FromLong(0);
+}
+
+static PyObject *LatencyEntry_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return view_call(self, args, kwds, 1);
+}
+
+static PyObject *LatencyReturn_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return view_call(self, args, kwds, 0);
+}
+
+static int LatencyView_traverse(LatencyView *self, visitproc visit, void *arg)
+{
+    Py_VISIT((PyObject *)self->lat);
+    return 0;
+}
+
+static int LatencyView_clear(LatencyView *self)
+{
+    Py_CLEAR(self->lat);
+    return 0;
+}
+
+static void LatencyView_dealloc(LatencyView *self)
+{
+    PyObject_GC_UnTrack(self);
+    LatencyView_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject LatencyEntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probes._native.LatencyEntry",
+    .tp_doc = "A Latency's entry_handler(ri, regs): stamps the time into ri.data.",
+    .tp_basicsize = sizeof(LatencyView),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_call = LatencyEntry_call,
+    .tp_traverse = (traverseproc)LatencyView_traverse,
+    .tp_clear = (inquiry)LatencyView_clear,
+    .tp_dealloc = (destructor)LatencyView_dealloc,
+};
+
+static PyTypeObject LatencyReturnType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probes._native.LatencyReturn",
+    .tp_doc = "A Latency's handler(ri, regs): adds the call's duration to the histogram.",
+    .tp_basicsize = sizeof(LatencyView),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_call = LatencyReturn_call,
+    .tp_traverse = (traverseproc)LatencyView_traverse,
+    .tp_clear = (inquiry)LatencyView_clear,
+    .tp_dealloc = (destructor)LatencyView_dealloc,
+};
+
+static int Latency_init(Latency *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"now", "div", NULL};
+    PyObject *now = Py_None;
+    unsigned long long div = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OK", kwlist, &now, &div))
+        return -1;
+    if (div == 0 || (now != Py_None && !PyCallable_Check(now))) {
+        PyErr_SetString(PyExc_ValueError, "Latency(now=None or a callable, div >= 1)");
+        return -1;
+    }
+    if (now == Py_None && tsc_state == 0)
+        tsc_calibrate();                   /* once, for the first Latency on the host clock */
+    Py_XSETREF(self->now, Py_NewRef(now));
+    self->div = div;
+    memset(self->slots, 0, sizeof self->slots);
+    self->count = self->total = self->missed = 0;
+    return 0;
+}
+
+static PyObject *latency_view(Latency *self, PyTypeObject *type)
+{
+    LatencyView *v = PyObject_GC_New(LatencyView, type);
+    if (v == NULL)
+        return NULL;
+    v->lat = (Latency *)Py_NewRef((PyObject *)self);
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
+}
+
+static PyObject *Latency_entry(Latency *self, void *closure)
+{
+    (void)closure;
+    return latency_view(self, &LatencyEntryType);
+}
+
+static PyObject *Latency_handler(Latency *self, void *closure)
+{
+    (void)closure;
+    return latency_view(self, &LatencyReturnType);
+}
+
+static PyObject *Latency_hist(Latency *self, void *closure)
+{
+    (void)closure;
+    PyObject *d = PyDict_New();
+    for (int i = 0; d != NULL && i < NSLOTS; i++) {
+        if (!self->slots[i])
+            continue;
+        PyObject *k = PyLong_FromLong(i), *v = PyLong_FromUnsignedLongLong(self->slots[i]);
+        if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+static PyGetSetDef Latency_getset[] = {
+    {"entry_handler", (getter)Latency_entry, NULL, "the kretprobe's entry_handler", NULL},
+    {"handler", (getter)Latency_handler, NULL, "the kretprobe's handler", NULL},
+    {"hist", (getter)Latency_hist, NULL, "{log2 slot: calls}", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Latency_members[] = {
+    {"count", T_ULONGLONG, offsetof(Latency, count), READONLY, "calls timed"},
+    {"total", T_ULONGLONG, offsetof(Latency, total), READONLY, "their total duration (ns)"},
+    {"missed", T_ULONGLONG, offsetof(Latency, missed), READONLY, "returns with no stamp (data_size < 8)"},
+    {"div", T_ULONGLONG, offsetof(Latency, div), READONLY, "the histogram's unit in ns"},
+    {"now", T_OBJECT, offsetof(Latency, now), READONLY, "the clock (None: the host's)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static int Latency_traverse(Latency *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->now);
+    return 0;
+}
+
+static int Latency_clear(Latency *self)
+{
+    Py_CLEAR(self->now);
+    return 0;
+}
+
+static void Latency_dealloc(Latency *self)
+{
+    PyObject_GC_UnTrack(self);
+    Latency_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject LatencyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probes._native.Latency",
+    .tp_doc = "Latency(now=None, div=1): a log2 histogram of call durations in C; register "
+              "Kretprobe(entry_handler=lat.entry_handler, handler=lat.handler, data_size=8).",
+    .tp_basicsize = sizeof(Latency),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Latency_init,
+    .tp_traverse = (traverseproc)Latency_traverse,
+    .tp_clear = (inquiry)Latency_clear,
+    .tp_dealloc = (destructor)Latency_dealloc,
+    .tp_getset = Latency_getset,
+    .tp_members = Latency_members,
 };
 
 /* === module ================================================================================ */
 static PyObject *addresses(PyObject *self, PyObject *noargs)
 {
     (void)self; (void)noargs;
-    return Py_BuildValue("{s:K,s:K}",
+    return Py_BuildValue("{s:K,s:K,s:K}",
                          "hit_code", (unsigned long long)(uintptr_t)hit_code,
+                         "hit_trap", (unsigned long long)(uintptr_t)hit_trap,
                          "tramp_code", (unsigned long long)(uintptr_t)tramp_code);
 }
 
@@ -1203,28 +2119,28 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__native(void)
 {
     INTERN(s_handler, "handler");
+    INTERN(s_rp_handler, "_handler");
     INTERN(s_gone, "gone");
-    INTERN(s_pre_handler, "pre_handler");
+    INTERN(s_pre_handler, "_pre_handler");
     INTERN(s_flags, "flags");
-    INTERN(s_current_task, "current_task");
-    INTERN(s_sched, "sched");
-    INTERN(s_preempt_point, "preempt_point");
-    INTERN(s_free, "_free");
-    INTERN(s_entry_handler, "entry_handler");
-    INTERN(s_gen, "_gen");
-    INTERN(s_nmissed, "nmissed");
+    INTERN(s_entry_handler, "_entry_handler");
     INTERN(s_prepare, "_prepare");
+    INTERN(s_cut_at_hit, "_cut_at_hit");
     if ((mask64 = PyLong_FromUnsignedLongLong(~0ULL)) == NULL)
         return NULL;
-    PyTypeObject *types[] = {&RegsType, &InstanceType, &CoreType, &HitType};
-    const char *names[] = {"Regs", "Instance", "Core", "Hit"};
-    for (int i = 0; i < 4; i++)
+    PyTypeObject *types[] = {&RegsType, &InstanceType, &StackType, &RpStateType, &CoreType,
+                             &HitType, &CountType, &LatencyType, &LatencyEntryType,
+                             &LatencyReturnType};
+    const char *names[] = {"Regs", "Instance", "Stack", "RpState", "Core", "Hit", "Count",
+                           "Latency", "LatencyEntry", "LatencyReturn"};
+    int ntypes = (int)(sizeof types / sizeof types[0]);
+    for (int i = 0; i < ntypes; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < ntypes; i++) {
         Py_INCREF(types[i]);
         if (PyModule_AddObject(m, names[i], (PyObject *)types[i]) < 0) {
             Py_DECREF(types[i]);

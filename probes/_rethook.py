@@ -37,6 +37,7 @@ from emu._regtable import RIP, RSP, UC_ID
 
 from ._cnative import ADDRESSES
 from ._errors import ProbeError
+from ._kretprobe import new_stack
 
 if TYPE_CHECKING:
     from ._core import KprobeManager, _Site
@@ -67,10 +68,20 @@ class Rethook:
         mgr = self.mgr
         buf, off = self.trampoline.cell_buffer()
         cell = self.trampoline.region.ptr + off
-        mgr.core = mgr.native.Core(mgr.m, mgr, mgr.regs, self.inflight, mgr._rw_span,
-                                   self._trampoline_general, mgr.m.abort, mgr.handler_failed,
-                                   self.addr, cell, buf, UC_ID["rip"])
+        hits = mgr.m._hits                   # the preemption countdown (emu.native.Cell)
+        mgr.core = mgr.native.Core(mgr.m, mgr, mgr.regs, mgr._rw_span, self._trampoline_general,
+                                   mgr.m.abort, mgr.handler_failed, self.addr, cell, buf, UC_ID["rip"],
+                                   hits.address(), hits)
         mgr.m.hook_code_native(self.addr, ADDRESSES["tramp_code"], mgr.core)
+        mgr.m.on_switch.append(self._switched)
+        self._switched(mgr.m.current_task)
+
+    def _switched(self, task: Task) -> None:
+        """The machine's current task changed: the C paths use its in-flight list."""
+        stack = self.inflight.get(task)
+        if stack is None:
+            stack = self.inflight[task] = new_stack(task=True)
+        self.mgr.core.switch(task, stack, self.mgr.m.sched is not None)
 
     def inflight_of(self, task: Task, sp: int) -> list[KretprobeInstance]:
         """The task's in-flight instances, after reclaiming those whose frames are
@@ -79,7 +90,7 @@ class Rethook:
         another kretprobe on the same entry."""
         stack = self.inflight.get(task)
         if stack is None:
-            stack = self.inflight[task] = []
+            stack = self.inflight[task] = new_stack(task=True)
         read_u64 = self.mgr.m.mem.read_u64
         while stack and stack[-1].fp <= sp:
             if stack[-1].fp == sp and read_u64(sp) == self.addr:

@@ -7,9 +7,11 @@ and caret column; :func:`compile_arg` turns each :class:`FetchArg` into a
 and :func:`format_value` prints a value as the kernel's trace does.
 :func:`attach` puts a line on a machine: each hit hands an :class:`Event` to a
 sink (:class:`TextSink` for ``trace_pipe`` lines, :class:`JsonSink`,
-:class:`PerfettoSink`).
+:class:`PerfettoSink`); :class:`CountSink` and :class:`Log2Sink` aggregate in C
+when the line needs no event.
 """
 
+from ._aggregate import CountSink, Log2Sink
 from ._attach import CLOCKS, EventHandle, attach, attached
 from ._errors import ERRORS, ParseError
 from ._event import Event, format_event
@@ -19,7 +21,7 @@ from ._sinks import JsonSink, PerfettoSink, TextSink, format_profile
 from ._types import FetchArg, ProbeSpec
 
 __all__ = [
-    "CLOCKS", "ERRORS", "Event", "EventHandle", "FetchArg", "FetchContext", "Fetcher", "JsonSink",
-    "ParseError", "PerfettoSink", "ProbeSpec", "TextSink", "attach", "attached", "compile_arg",
-    "format_event", "format_profile", "format_value", "parse",
+    "CLOCKS", "CountSink", "ERRORS", "Event", "EventHandle", "FetchArg", "FetchContext", "Fetcher",
+    "JsonSink", "Log2Sink", "ParseError", "PerfettoSink", "ProbeSpec", "TextSink", "attach",
+    "attached", "compile_arg", "format_event", "format_profile", "format_value", "parse",
 ]

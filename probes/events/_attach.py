@@ -30,6 +30,7 @@ from .._kprobe import Kprobe
 from .._kretprobe import Kretprobe, KretprobeInstance
 from .._regs import PtRegs
 from .._report import stack_trace
+from ._aggregate import CountSink, Log2Sink
 from ._errors import ParseError
 from ._event import Event
 from ._fetch import FetchContext, Fetcher, compile_arg, format_value
@@ -113,7 +114,10 @@ def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxacti
     Args:
         m: the machine (probes on ``OBJECT:SYM`` wait for the object to be mapped).
         line: a ``kprobe_events`` line (``p:grp/ev SYM[+offs] args``, ``r...``, ``-:grp/ev``).
-        sink: called with one :class:`Event` per hit.
+        sink: called with one :class:`Event` per hit. A :class:`CountSink` on an
+            entry line, and a :class:`Log2Sink` of ``$duration`` on a return
+            line that fetches only that, aggregate in C instead: no event is
+            made (``stack`` asks for events, so it keeps the Python path).
         clock: ``"virtual"`` (instructions retired, 1 ns each: sets ``m.exact_clock``)
             or ``"host"`` (the host's monotonic clock).
         maxactive: a return probe's instances when the line names no ``rN`` (None:
@@ -137,13 +141,70 @@ def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxacti
     check_append([h.spec for h in registry.get((spec.group, spec.event), [])], spec)
     fetchers = [compile_arg(arg, spec.kind) for arg in spec.args]
     _check_machine(m, spec, fetchers)
-    if clock == "virtual":
-        m.exact_clock = True
-    now = m.now if clock == "virtual" else time.monotonic_ns
-    build = _Builder(m, spec, fetchers, sink, now, stack)
-    handle = build.register(maxactive)
+    if isinstance(sink, CountSink | Log2Sink) and not stack and sink.native_for(spec, fetchers):
+        handle = _attach_native(m, spec, sink, clock, maxactive)
+    else:
+        if clock == "virtual":
+            m.exact_clock = True
+        now = m.now if clock == "virtual" else time.monotonic_ns
+        build = _Builder(m, spec, fetchers, sink, now, stack)
+        handle = build.register(maxactive)
     registry.setdefault((spec.group, spec.event), []).append(handle)
     return handle
+
+
+class _NativeHandle(EventHandle):
+    """An event aggregated in C (:mod:`probes.events._aggregate`): no events are
+    made; ``hits`` are what the action counted."""
+
+    def __init__(self, m: Machine, spec: ProbeSpec, probe: Kprobe | Kretprobe, action: Any) -> None:
+        super().__init__(m, spec, probe)
+        self.action = action
+
+    @property
+    def hits(self) -> int:
+        return int(self.action.value if isinstance(self.probe, Kprobe) else self.action.count)
+
+
+def _attach_native(m: Machine, spec: ProbeSpec, sink: CountSink | Log2Sink, clock: str,
+                   maxactive: int | None) -> EventHandle:
+    """The line's probe with the sink's native action as its handler."""
+    probe: Kprobe | Kretprobe
+    if isinstance(sink, CountSink):      # counting needs no clock
+        action = sink.count()
+        probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
+                       offset=spec.offset, pre_handler=action)
+    else:
+        now = None
+        if clock == "virtual":
+            m.exact_clock = True
+
+            def now() -> int:            # the virtual clock of the machine that hit
+                task = m.current_task
+                return (task.machine or m).now()
+        action = sink.latency(now)
+        probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, entry_handler=action.entry_handler,
+                          handler=action.handler, data_size=8,
+                          maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
+    handle = _NativeHandle(m, spec, probe, action)
+    _register(m, spec, probe)
+    return handle
+
+
+def _register(m: Machine, spec: ProbeSpec, probe: Kprobe | Kretprobe) -> None:
+    """Register the line's probe; a refusal is the kernel's error in the line."""
+    from .._api import register_kprobe, register_kretprobe
+
+    where = spec._cols[1] if len(spec._cols) > 1 else 0
+    try:
+        if isinstance(probe, Kretprobe):
+            register_kretprobe(m, probe)
+        else:
+            register_kprobe(m, probe)
+    except ProbeError as exc:
+        code = {errno.EILSEQ: "BAD_INSN_BNDRY", errno.ENOENT: "BAD_PROBE_ADDR"}.get(
+            exc.errno or 0, "FAIL_REG_PROBE")
+        raise ParseError(code, where, spec._line) from exc
 
 
 def _delete(m: Machine, spec: ProbeSpec) -> EventHandle:
@@ -212,10 +273,7 @@ class _Builder:
         self.entries: dict[KretprobeInstance, tuple[int, int, dict[str, Any]]] = {}
 
     def register(self, maxactive: int | None) -> EventHandle:
-        from .._api import register_kprobe, register_kretprobe
-
         spec = self.spec
-        where = spec._cols[1] if len(spec._cols) > 1 else 0
         probe: Kprobe | Kretprobe
         if spec.is_return:
             probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, handler=self._on_return,
@@ -225,15 +283,7 @@ class _Builder:
             probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
                            offset=spec.offset, pre_handler=self._on_hit)
         self.handle = EventHandle(self.m, spec, probe)
-        try:
-            if isinstance(probe, Kretprobe):
-                register_kretprobe(self.m, probe)
-            else:
-                register_kprobe(self.m, probe)
-        except ProbeError as exc:
-            code = {errno.EILSEQ: "BAD_INSN_BNDRY", errno.ENOENT: "BAD_PROBE_ADDR"}.get(
-                exc.errno or 0, "FAIL_REG_PROBE")
-            raise ParseError(code, where, spec._line) from exc
+        _register(self.m, spec, probe)
         return self.handle
 
     # --- the hit paths ------------------------------------------------------------------------
