@@ -330,8 +330,15 @@ class Scheduler:
         self._save(task)
 
     def _save(self, task: Task) -> None:
-        if task.state != DONE:
-            task.context = self.machine_of(task)._uc.context_save()
+        if task.state == DONE:
+            return
+        uc = self.machine_of(task)._uc
+        # Into the task's own context when it has one (0.3 us; a new one is 1.5 us):
+        # every task has a context object of its own, never shared.
+        if task.context is not None:
+            uc.context_update(task.context)
+        else:
+            task.context = uc.context_save()
 
     # --- waiting ------------------------------------------------------------------------------
     def _expire(self, live: list[Task]) -> None:

@@ -95,6 +95,7 @@ class KprobeManager:
     """Probe table, arming, and the trap paths of one machine."""
 
     running = False                         # kprobe_running()
+    max_optimized = MAX_OPTIMIZED           # sites served by a code hook, at most
     native: Any = None                      # the native core's module (_NativeManager)
     core: Any = None                        # its state of this manager
 
@@ -106,6 +107,7 @@ class KprobeManager:
         self.armed_all = True
         self.optimize = False
         self.n_optimized = 0
+        self.n_hooked = 0                   # optimized sites with a code hook of their own
         self.user_blacklist: list[tuple[int, int]] = []
         self.regs = regs_for(m)
         self.regs.machine = m               # which process's registers (probes._follow)
@@ -269,7 +271,11 @@ class KprobeManager:
 
     def _can_optimize(self, site: _Site) -> bool:
         return (self.optimize and not site.posts
-                and (site.mode == "optimized" or self.n_optimized < MAX_OPTIMIZED))
+                and (site.mode == "optimized" or self.n_optimized < self.max_optimized))
+
+    def _wants_hook(self, site: _Site) -> bool:
+        """Optimizing is asked for and the site could be (nothing to single-step)."""
+        return self.optimize and not site.posts
 
     def _serve(self, site: _Site, mode: str | None) -> None:
         if site.mode == "int3" and mode != "int3":
@@ -324,6 +330,7 @@ class KprobeManager:
             # the probe costs nothing (issue 12). It is then no preemption point.
             site.hook = _NO_HOOK
             return
+        self.n_hooked += 1
         if self.native is not None and isinstance(site.handler, self.native.Hit):
             site.hook = self.m.hook_code_native(site.addr, ADDRESSES["hit_code"], site.handler)
         else:
@@ -332,6 +339,7 @@ class KprobeManager:
     def _unhook(self, site: _Site) -> None:
         if site.hook is not None and site.hook != _NO_HOOK:
             self.m.unhook(site.hook)
+            self.n_hooked -= 1
 
     def _promote(self) -> None:
         """An optimized slot came free: optimize waiting int3 sites (the kernel's
@@ -339,7 +347,7 @@ class KprobeManager:
         if not self.optimize:
             return
         for other in list(self.sites.values()):
-            if self.n_optimized >= MAX_OPTIMIZED:
+            if self.n_optimized >= self.max_optimized:
                 return
             if other.mode == "int3" and self._can_optimize(other):
                 self._serve(other, "optimized")
@@ -536,15 +544,33 @@ class KprobeManager:
         self.running = False
 
 
+# The adaptive optimizer of the native core: int3 dispatch in C is flat in the
+# number of probes (a hash lookup, about 0.05 us), a code hook costs 0.003 us but
+# Unicorn walks every hook at every hooked instruction (about 3 ns a hook). So a
+# few hooks go to the hot sites: an int3 site that wants one asks after
+# PROMOTE_AFTER hits; every TIDY_EVERY hooked hits the idle hooks go back to int3.
+NATIVE_MAX_OPTIMIZED = 8
+PROMOTE_AFTER = 256
+TIDY_EVERY = 4096
+
+
 class _NativeManager(KprobeManager):
     """The manager whose hit paths are C (probes/_native.c, issue 12): the same
     sites and state, with ``running`` kept where the C code reads it. Sites
     whose shape the C paths take get a native ``Hit`` as their handler; every
     uncommon case inside a hit goes to the Python paths above."""
 
+    max_optimized = NATIVE_MAX_OPTIMIZED
+
     def __init__(self, m: Machine) -> None:
         self.native = for_machine(m)
         super().__init__(m)        # the Rethook makes self.core
+        self.core.on_hot = self._hot
+        self.core.on_tidy = self._tidy
+        self.core.tidy_every = TIDY_EVERY
+        self._tidy_due = False
+        m.on_start.append(self._safe_point)
+        m.on_switch.append(self._safe_point)
 
     @property
     def running(self) -> bool:
@@ -563,10 +589,77 @@ class _NativeManager(KprobeManager):
         pres = [kp.pre_handler for kp in site.active if kp.pre_handler is not None]
         counts = (tuple(pres) if rp is None and all(type(p) is self.native.Count for p in pres)
                   else None)                     # counted in C, without the GIL
-        return self.native.Hit(self.core, site, site.active, self._pre_path(site, optimized, forward=False),
-                               site.addr, optimized, kind, site.addr + site.ainsn.size,
-                               site.ainsn.slot.boost_addr if site.ainsn.slot is not None else 0,
-                               push_reg, emulate, rp, counts)
+        hit = self.native.Hit(self.core, site, site.active, self._pre_path(site, optimized, forward=False),
+                              site.addr, optimized, kind, site.addr + site.ainsn.size,
+                              site.ainsn.slot.boost_addr if site.ainsn.slot is not None else 0,
+                              push_reg, emulate, rp, counts)
+        if not optimized and self._wants_hook(site):
+            hit.promote_at = PROMOTE_AFTER       # a hook when it proves hot (_hot)
+        return hit
+
+    # --- the adaptive optimizer ---------------------------------------------------------
+    def _can_optimize(self, site: _Site) -> bool:
+        """At most max_optimized sites have code hooks (a handler-less one has none
+        and takes no place); past that a site waits as int3 until it is hot."""
+        return (self._wants_hook(site)
+                and (site.mode == "optimized" or self.n_hooked < self.max_optimized
+                     or not self._needs_hook(site)))
+
+    @staticmethod
+    def _needs_hook(site: _Site) -> bool:
+        return any(kp.pre_handler is not None for kp in site.active)
+
+    def _promote(self) -> None:
+        """A place came free: it goes to the next site that proves hot (_hot),
+        not to whichever waits first."""
+
+    def _recent(self, site: _Site) -> int:
+        h = site.handler
+        return int(h.hits - h.base) if isinstance(h, self.native.Hit) else 0
+
+    def _hot(self, site: _Site) -> None:
+        """An int3 site that wants a hook was hit PROMOTE_AFTER times: hook it, in
+        place of the coldest hooked site if every place is taken and that one was
+        hit less since the last look (the kernel's optimizer works the same way
+        in the background: a probe is int3 first and optimized later). Called
+        at the end of the site's int3 hit: the engine is between blocks."""
+        if site.mode != "int3" or not self._wants_hook(site) or site.gone:
+            return
+        if self.n_hooked >= self.max_optimized:
+            hooked = [s for s in self.sites.values() if s.hook not in (None, _NO_HOOK)]
+            coldest = min(hooked, key=self._recent, default=None)
+            if coldest is None or self._recent(coldest) >= self._recent(site):
+                assert isinstance(site.handler, self.native.Hit)
+                site.handler.promote_at = site.handler.hits + PROMOTE_AFTER * 16   # back off
+                return
+            self._serve(coldest, "int3")
+        self._serve(site, "optimized")
+
+    def _tidy(self) -> None:
+        """TIDY_EVERY hooked hits: look for idle hooks at the next safe point. (Not
+        now: this is a code hook, inside a translated block that may hold the
+        hooked instructions after it; unhooking one of them there would lose its
+        hit in this pass, as the block has neither the hook any more nor the int3.)"""
+        self._tidy_due = True
+
+    def _safe_point(self, *_: object) -> None:
+        """The guest is stopped (a call starts, the scheduler switches tasks)."""
+        if self._tidy_due:
+            self._tidy_due = False
+            self._untie_idle_hooks()
+
+    def _untie_idle_hooks(self) -> None:
+        """A hooked site not hit since the last look goes back to int3 (an idle
+        hook is a cost to every hooked hit: Unicorn walks all of them); the
+        others start counting anew."""
+        for site in [s for s in self.sites.values() if s.hook not in (None, _NO_HOOK)]:
+            h = site.handler
+            if not isinstance(h, self.native.Hit):
+                continue
+            if h.hits == h.base:
+                self._serve(site, "int3")
+            else:
+                h.base = h.hits
 
     @staticmethod
     def _step_of(ainsn: ArchInsn, optimized: bool) -> tuple[int, int, Any]:

@@ -807,7 +807,7 @@ static PyTypeObject RpStateType = {
 };
 
 /* === Core ============================================================================= */
-#define NSPANS 4
+#define NSPANS 16
 
 typedef struct {
     unsigned long long start, end;
@@ -985,6 +985,31 @@ static PyObject *Core_address(PyObject *self, PyObject *noargs)
     return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)self);
 }
 
+static PyObject *Core_get_tidy_every(Core *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(self->tidy_every);
+}
+
+static int Core_set_tidy_every(Core *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    long long n = value != NULL ? PyLong_AsLongLong(value) : -1;
+    if (n < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "tidy_every must be an int >= 0");
+        return -1;
+    }
+    self->tidy_every = self->tidy_left = n;
+    return 0;
+}
+
+static PyGetSetDef Core_getset[] = {
+    {"tidy_every", (getter)Core_get_tidy_every, (setter)Core_set_tidy_every,
+     "hooked hits between calls of on_tidy (0: never)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef Core_methods[] = {
     {"switch", (PyCFunction)(void (*)(void))Core_switch, METH_FASTCALL,
      "switch(task, stack, scheduled): the current task, its in-flight Stack, and whether a "
@@ -998,8 +1023,6 @@ static PyMethodDef Core_methods[] = {
 
 static PyMemberDef Core_members[] = {
     {"running", T_BOOL, offsetof(Core, running), 0, "kprobe_running()"},
-    {"tidy_every", T_LONGLONG, offsetof(Core, tidy_every), 0,
-     "hooked hits between calls of on_tidy (0: never)"},
     {"on_hot", T_OBJECT, offsetof(Core, on_hot), 0, "on_hot(site), or None"},
     {"on_tidy", T_OBJECT, offsetof(Core, on_tidy), 0, "on_tidy(), or None"},
     {"regs", T_OBJECT, offsetof(Core, regs), READONLY, "the pt_regs handlers get"},
@@ -1066,6 +1089,7 @@ static PyTypeObject CoreType = {
     .tp_dealloc = (destructor)Core_dealloc,
     .tp_methods = Core_methods,
     .tp_members = Core_members,
+    .tp_getset = Core_getset,
 };
 
 /* === the trampoline ====================================================================== */

@@ -29,6 +29,8 @@ from probes import (
     stack_trace,
     unregister_kprobe,
 )
+from probes._cnative import NATIVE
+from probes._core import get_manager
 from tests.conftest import fib, return_now
 
 
@@ -216,24 +218,57 @@ def test_optimized_pre_handler_can_redirect() -> None:
 
 
 def test_optimization_is_capped_and_freed_slots_are_reused() -> None:
-    """Past MAX_OPTIMIZED sites, probes stay int3 (Unicorn's code-hook dispatch is
-    linear); unregistering an optimized probe promotes a waiting one."""
-    from probes._core import MAX_OPTIMIZED
-
-    m = Machine.from_asm(guest.many_functions(MAX_OPTIMIZED + 8))
+    """Past max_optimized sites, probes stay int3 (Unicorn's code-hook dispatch is
+    linear). A freed place goes to a waiting probe: the first one (Python paths) or
+    the first to prove hot (the native core's adaptive optimizer)."""
+    m = Machine.from_asm(guest.many_functions(40))
     set_optimization(m, True)
+    cap = get_manager(m).max_optimized
     hits: list[str] = []
-    kps = [Kprobe(f"f{i}", pre_handler=counting(hits, f"f{i}")) for i in range(MAX_OPTIMIZED + 8)]
+    kps = [Kprobe(f"f{i}", pre_handler=counting(hits, f"f{i}")) for i in range(cap + 8)]
     for kp in kps:
         register_kprobe(m, kp)
     optimized = [kp for kp in kps if kp.flags & KPROBE_FLAG_OPTIMIZED]
-    assert optimized == kps[:MAX_OPTIMIZED]
-    assert all(m.mem.is_patched(kp.addr) for kp in kps[MAX_OPTIMIZED:])
+    assert optimized == kps[:cap]
+    assert all(m.mem.is_patched(kp.addr) for kp in kps[cap:])
     assert [m.call(f"f{i}") for i in range(len(kps))] == list(range(len(kps)))
     assert hits == [f"f{i}" for i in range(len(kps))]
     unregister_kprobe(m, kps[0])
-    assert kps[MAX_OPTIMIZED].flags & KPROBE_FLAG_OPTIMIZED
-    assert not m.mem.is_patched(kps[MAX_OPTIMIZED].addr)
+    waiting = kps[-1]
+    if NATIVE is None:
+        assert kps[cap].flags & KPROBE_FLAG_OPTIMIZED
+        assert not m.mem.is_patched(kps[cap].addr)
+        return
+    from probes._core import PROMOTE_AFTER
+    assert not kps[cap].flags & KPROBE_FLAG_OPTIMIZED
+    for _ in range(PROMOTE_AFTER):
+        m.call(f"f{len(kps) - 1}")
+    assert waiting.flags & KPROBE_FLAG_OPTIMIZED and not m.mem.is_patched(waiting.addr)
+    assert not kps[cap].flags & KPROBE_FLAG_OPTIMIZED
+
+
+@pytest.mark.skipif(NATIVE is None, reason="the adaptive optimizer is the native core's")
+def test_idle_hooks_go_back_to_int3_and_hot_sites_take_their_place() -> None:
+    """Every hooked site costs every hooked hit (Unicorn walks all code hooks):
+    after TIDY_EVERY hooked hits the idle ones are int3 again; a hot int3 site
+    takes the place of a colder hooked one."""
+    from probes._core import PROMOTE_AFTER, TIDY_EVERY
+
+    m = Machine.from_asm(guest.many_functions(40))
+    set_optimization(m, True)
+    mgr = get_manager(m)
+    kps = [Kprobe(f"f{i}", pre_handler=lambda kp, regs: 0) for i in range(30)]
+    for kp in kps:
+        register_kprobe(m, kp)
+    assert mgr.n_hooked == mgr.max_optimized
+    for _ in range(TIDY_EVERY + 1):
+        m.call("f0")
+    assert mgr.n_hooked == 1 and kps[0].flags & KPROBE_FLAG_OPTIMIZED
+    assert all(m.mem.is_patched(kp.addr) for kp in kps[1:])
+    for _ in range(PROMOTE_AFTER):           # a waiting site gets hot: a free place
+        m.call("f29")
+    assert kps[29].flags & KPROBE_FLAG_OPTIMIZED and mgr.n_hooked == 2
+    assert [m.call(f"f{i}") for i in range(30)] == list(range(30))
 
 
 # --- the probe list ---------------------------------------------------------------------------
