@@ -160,6 +160,11 @@ def _elapsed(ri: KretprobeInstance, regs: PtRegs) -> int:
     return time.monotonic_ns() - _STAMP.unpack_from(ri.data, 0)[0]
 
 
+def kretprobe_entry_noop(m: Machine) -> None:
+    """A no-op entry_handler and handler: what the mechanism costs with both."""
+    register_kretprobe(m, Kretprobe("leaf", handler=_noop, entry_handler=_noop, data_size=8))
+
+
 def kretprobe_demo(m: Machine) -> None:
     """The demo's work: stamp a time at entry into ri.data, read it back at return."""
     register_kretprobe(m, Kretprobe("leaf", handler=_elapsed, entry_handler=_stamp, data_size=8))
@@ -224,6 +229,7 @@ def main_cases() -> list[Case]:
         Case("kretprobe, int3, no-op handlers", LEAF, kretprobe()),
         Case("kretprobe, optimized, no-op handlers", LEAF, kretprobe(optimized=True)),
         Case("kretprobe, optimized, no handlers", LEAF, kretprobe(optimized=True, handler=False)),
+        Case("kretprobe, no-op entry_handler and handler", LEAF, kretprobe_entry_noop),
         Case("kretprobe + entry_handler, data_size=8 (demo)", LEAF, kretprobe_demo),
         Case("kprobe + kretprobe on one function", LEAF, kprobe_and_kretprobe),
         Case("naive kretprobe (stock binding)", LEAF, naive, group="peer"),
@@ -234,7 +240,7 @@ PROBE_COUNTS = (1, 10, 100, 1000)
 # Optimized probes are also counted up to 10,000 (issue 12: a flat per-hit cost).
 OPTIMIZED_COUNTS = (*PROBE_COUNTS, MOST)
 DEPTHS = (1, 100, 1000)
-TASKS = (1, 8)
+TASKS = (1, 2, 8)
 
 
 def scale_cases() -> dict[str, list[Case]]:

@@ -77,9 +77,13 @@ def _funclatency_calls(report: str) -> int:
 
 
 # tool -> (its arguments before the program, the calls its report counts)
+# funclatency's default clock is the virtual one, which counts every instruction of
+# the run (Unicorn's count hook: about 1.6x on its own here); with --clock host
+# the run is uncounted, which is what the 1.5x target measures.
 TOOLS: dict[str, tuple[list[str], Callable[[str], int]]] = {
     "funccount": (["funccount", "fib"], _funccount_calls),
     "funclatency": (["funclatency", "fib"], _funclatency_calls),
+    "funclatency --clock host": (["funclatency", "--clock", "host", "fib"], _funclatency_calls),
 }
 
 

@@ -34,8 +34,9 @@ from ._cases import (
 )
 from ._harness import Case
 from ._memory import kretprobes_mib
-from ._targets import KERNEL_US, NATIVE_TARGETS, TARGETS
+from ._targets import KERNEL_US, QILING, TARGETS, peer_figures
 from ._wholerun import WholeRun, whole_runs
+from .check import Verdict, native_in_use, verdicts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,7 +106,7 @@ def _results(main: list[Case], scale: dict[str, list[Case]], qiling_us: float | 
                      "x_raw": us / raw_floor,
                      "kernel": {"label": kernel[0], "us": kernel[1]} if kernel else None})
     if qiling_us is not None:
-        rows.append({"case": "qiling return probe (hook_address)", "group": "peer",
+        rows.append({"case": QILING, "group": "peer",
                      "us": qiling_us, "x_floor": qiling_us / floor, "x_raw": qiling_us / raw_floor,
                      "kernel": None})
     by_name = {r["case"]: r["us"] for r in rows}
@@ -126,6 +127,7 @@ def _results(main: list[Case], scale: dict[str, list[Case]], qiling_us: float | 
         "10000 optimized probes / 1": opt_by_count[10000] / opt_by_count[1],
         "depth 1000 / depth 1": depth[-1] / depth[0],
         "8 tasks / 1 task": tasks[-1] / tasks[0],
+        "8 tasks / 2 tasks": tasks[-1] / tasks[1],
         "memory MiB": memory["delta_mib"],
     })
     return {
@@ -133,7 +135,7 @@ def _results(main: list[Case], scale: dict[str, list[Case]], qiling_us: float | 
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
         "reps": reps, "hits_per_run": CALLS, "floor_us": floor, "floors_us": floors, "rows": rows,
-        "qiling_note": qiling_note,
+        "qiling_note": qiling_note, "native": native_status(),
         # per_hit_optimized_us pairs with probe_counts (the chart plots them together);
         # the counts measured for optimized probes only follow apart.
         "scale": {"probe_counts": list(PROBE_COUNTS), "per_hit_int3_us": count_int3,
@@ -145,6 +147,17 @@ def _results(main: list[Case], scale: dict[str, list[Case]], qiling_us: float | 
                   "per_hit_depth_us": depth, "tasks": list(TASKS), "per_hit_tasks_us": tasks},
         "memory": memory, "ratios": ratios, "raw": raw,
     }
+
+
+def native_status() -> dict[str, Any]:
+    """Whether this process runs the probes' hit paths in C (benchmarks.check
+    enforces issue 12's targets only then), and if not, why not."""
+    from emu import native
+    from probes import _cnative
+
+    available = native.AVAILABLE and _cnative.NATIVE is not None
+    why_not = native.WHY_NOT or ("" if available else "probes._native could not be imported")
+    return {"available": available, "why_not": why_not}
 
 
 def _floor_rows(results: dict) -> list[tuple[str, float, float, float]]:
@@ -172,14 +185,31 @@ def targets_table(results: dict) -> Table:
     t = Table(title="Targets")
     for col in ("target", "value", "bound", "met"):
         t.add_column(col)
-    for target in TARGETS:
-        value = results["ratios"][target.metric]
-        t.add_row(target.label, f"{value:.2f}", f"{target.op} {target.bound}",
-                  "[green]yes" if target.met(value) else "[red]NO")
-    for target in NATIVE_TARGETS:
-        value = results["ratios"][target.metric]
-        t.add_row(f"{target.label} (issue 12, not yet enforced)", f"{value:.2f}",
-                  f"{target.op} {target.bound}", "yes" if target.met(value) else "no")
+    for v in verdicts(results):
+        met = ("[green]yes" if v.met else "[red]NO") if v.enforced else ("yes" if v.met else "no")
+        t.add_row(_label(v), _value(v), f"{v.target.op} {v.target.bound}", met)
+    in_use, why_not = native_in_use(results)
+    if not in_use:
+        t.caption = f"issue 12's targets not enforced: native core not in use: {why_not}"
+    return t
+
+
+def _label(v: Verdict) -> str:
+    if v.target in TARGETS:
+        return v.target.label
+    return f"{v.target.label} (issue 12{'' if v.enforced else ', not enforced'})"
+
+
+def _value(v: Verdict) -> str:
+    return "not measured" if v.value is None else f"{v.value:.2f}"
+
+
+def peers_table(results: dict) -> Table:
+    t = Table(title="Peers (µs / hit)")
+    for col, just in (("peer", "left"), ("µs / hit", "right"), ("source", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for p in peer_figures(results):
+        t.add_row(p.name, f"{p.us:.3f}", "measured here" if p.measured else "cited (issue 12)")
     return t
 
 
@@ -231,7 +261,8 @@ def whole_run_table(results: dict) -> Table:
 
 
 def markdown(results: dict) -> str:
-    """The per-hit table and the targets as Markdown (pasted into README.md)."""
+    """The per-hit table, the peers, the scaling and the targets as Markdown (pasted
+    into README.md)."""
     lines = [f"Median of {results['reps']} paired samples (best of 3 calls each), "
              f"{results['hits_per_run']:,} hits a call, "
              f"{results['date']}, {results['machine']['processor']}, Python {results['machine']['python']}.",
@@ -244,6 +275,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['case']} | {r['us']:.3f} | {r['x_floor']:.2f} | {r['x_raw']:.2f} | "
                      f"{k['label']} = {k['us']} |" if k else
                      f"| {r['case']} | {r['us']:.3f} | {r['x_floor']:.2f} | {r['x_raw']:.2f} | |")
+    lines += _peer_lines(results)
     s = results["scale"]
     lines += ["", "| probes registered | int3 µs / hit | optimized µs / hit |", "|---:|---:|---:|"]
     for n, int3, opt in _count_rows(s):
@@ -254,16 +286,35 @@ def markdown(results: dict) -> str:
     for n, us in zip(s["tasks"], s["per_hit_tasks_us"], strict=True):
         lines.append(f"| {n} task(s) running (scheduler) | {us:.3f} |")
     lines += _whole_run_lines(results)
-    lines += ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
-    for t in TARGETS:
-        v = results["ratios"][t.metric]
-        lines.append(f"| {t.label} | {v:.2f} | {t.op} {t.bound} | {'yes' if t.met(v) else '**no**'} |")
-    lines += ["", "Issue 12's targets, against the raw ctypes floor (reported, not yet enforced: the "
-              "native core is under way):", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
-    for t in NATIVE_TARGETS:
-        v = results["ratios"][t.metric]
-        lines.append(f"| {t.label} | {v:.2f} | {t.op} {t.bound} | {'yes' if t.met(v) else 'no'} |")
+    lines += _target_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def _peer_lines(results: dict) -> list[str]:
+    lines = ["", "Peers: Frida instruments native code, not emulated code, so its hit is native "
+             "execution plus the handler; Qiling is measured here when installed, else cited.", "",
+             "| peer | µs / hit | source | how measured |", "|---|---:|---|---|"]
+    for p in peer_figures(results):
+        source = "measured here" if p.measured else "cited (issue 12)"
+        lines.append(f"| {p.name} | {p.us:.3f} | {source} | {p.how} |")
+    return lines
+
+
+def _target_lines(results: dict) -> list[str]:
+    """The targets enforced always, then issue 12's (enforced with the native core in use)."""
+    header = ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
+    in_use, why_not = native_in_use(results)
+    everything = verdicts(results)
+    lines = header + [_target_row(v) for v in everything if v.target in TARGETS]
+    state = ("enforced: the native core was in use" if in_use
+             else f"enforced when the native core is in use; it was not here: {why_not}")
+    lines += ["", f"Issue 12's targets, against the raw ctypes floor ({state}):"] + header
+    return lines + [_target_row(v) for v in everything if v.target not in TARGETS]
+
+
+def _target_row(v: Verdict) -> str:
+    met = "yes" if v.met else "**no**" if v.enforced else "no"
+    return f"| {v.target.label} | {_value(v)} | {v.target.op} {v.target.bound} | {met} |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results))
     console.print(table(results))
+    console.print(peers_table(results))
     console.print(scale_table(results))
     console.print(whole_run_table(results))
     m = results["memory"]
