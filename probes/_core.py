@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ from ._kprobe import KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE, KPROBE_FLAG_OPTIMIZ
 from ._regs import regs_for
 from ._rethook import Rethook
 from .arch.x86_64 import X86_64, ArchInsn
+from .arch.x86_64._emulate import shape_of
 
 __all__ = ["KprobeManager", "get_manager"]
 
@@ -107,11 +107,14 @@ class KprobeManager:
         self.armed_all = True
         self.optimize = False
         self.n_optimized = 0
-        self.n_hooked = 0                   # optimized sites with a code hook of their own
+        # Optimized sites with a code hook of their own, in hooking order (a dict:
+        # the adaptive optimizer's choices must not depend on addresses in memory).
+        self.hooked: dict[_Site, None] = {}
         self.user_blacklist: list[tuple[int, int]] = []
         self.regs = regs_for(m)
         self.regs.machine = m               # which process's registers (probes._follow)
         self._gpr = m.cpu.gpr
+        self._first = self._first_hit          # the trap of every int3 site not hit yet
         self.rethook = Rethook(self)
         self.trampoline = self.rethook.addr
         self.arch.sit_unwinder(self.find_ret_addr)
@@ -288,7 +291,7 @@ class KprobeManager:
         if mode == "optimized":
             handler: Callable[..., None] | None = self._handler_for(site, True)
         else:   # int3: the hit path is built at the first hit (most of a big set never is)
-            handler = functools.partial(self._first_hit, site) if mode else None
+            handler = self._first if mode else None
         old, site.handler = site.handler, handler
         if old is not handler and self.native is not None and isinstance(old, self.native.Hit):
             old.stale = True            # a hit in progress hands on to site.handler
@@ -330,7 +333,7 @@ class KprobeManager:
             # the probe costs nothing (issue 12). It is then no preemption point.
             site.hook = _NO_HOOK
             return
-        self.n_hooked += 1
+        self.hooked[site] = None
         if self.native is not None and isinstance(site.handler, self.native.Hit):
             site.hook = self.m.hook_code_native(site.addr, ADDRESSES["hit_code"], site.handler)
         else:
@@ -339,7 +342,7 @@ class KprobeManager:
     def _unhook(self, site: _Site) -> None:
         if site.hook is not None and site.hook != _NO_HOOK:
             self.m.unhook(site.hook)
-            self.n_hooked -= 1
+            self.hooked.pop(site, None)
 
     def _promote(self) -> None:
         """An optimized slot came free: optimize waiting int3 sites (the kernel's
@@ -352,9 +355,11 @@ class KprobeManager:
             if other.mode == "int3" and self._can_optimize(other):
                 self._serve(other, "optimized")
 
-    def _first_hit(self, site: _Site, addr: int) -> None:
+    def _first_hit(self, addr: int) -> None:
         """An int3 site's first hit: build its hit path (its closures weigh a
-        kilobyte or two a site), serve it from now on, and take this hit."""
+        kilobyte or two a site), serve it from now on, and take this hit. (One
+        callable for every site not hit yet, :attr:`_first`, finds it by address.)"""
+        site = self.sites[addr]
         handler = self._handler_for(site, False)
         site.handler = handler
         self._set_trap(site.addr, handler)
@@ -602,7 +607,7 @@ class _NativeManager(KprobeManager):
         """At most max_optimized sites have code hooks (a handler-less one has none
         and takes no place); past that a site waits as int3 until it is hot."""
         return (self._wants_hook(site)
-                and (site.mode == "optimized" or self.n_hooked < self.max_optimized
+                and (site.mode == "optimized" or len(self.hooked) < self.max_optimized
                      or not self._needs_hook(site)))
 
     @staticmethod
@@ -625,9 +630,8 @@ class _NativeManager(KprobeManager):
         at the end of the site's int3 hit: the engine is between blocks."""
         if site.mode != "int3" or not self._wants_hook(site) or site.gone:
             return
-        if self.n_hooked >= self.max_optimized:
-            hooked = [s for s in self.sites.values() if s.hook not in (None, _NO_HOOK)]
-            coldest = min(hooked, key=self._recent, default=None)
+        if len(self.hooked) >= self.max_optimized:
+            coldest = min(self.hooked, key=self._recent, default=None)
             if coldest is None or self._recent(coldest) >= self._recent(site):
                 assert isinstance(site.handler, self.native.Hit)
                 site.handler.promote_at = site.handler.hits + PROMOTE_AFTER * 16   # back off
@@ -652,7 +656,7 @@ class _NativeManager(KprobeManager):
         """A hooked site not hit since the last look goes back to int3 (an idle
         hook is a cost to every hooked hit: Unicorn walks all of them); the
         others start counting anew."""
-        for site in [s for s in self.sites.values() if s.hook not in (None, _NO_HOOK)]:
+        for site in list(self.hooked):
             h = site.handler
             if not isinstance(h, self.native.Hit):
                 continue
@@ -669,7 +673,7 @@ class _NativeManager(KprobeManager):
         op = ainsn.emulate
         if op is None:
             return _STEP_BOOST, 0, None
-        shape = getattr(op, "native", None)
+        shape = shape_of(op)
         if shape == "nop":
             return _STEP_NOP, 0, op
         if isinstance(shape, tuple) and shape[0] == "push":

@@ -233,7 +233,7 @@ class Kretprobe:
         arena = memoryview(bytearray(self.maxactive * self.data_size))
         self._gen += 1
         self._arena = arena
-        self._free = new_stack(capacity=self.maxactive)
+        self._free = new_stack()
         self._c.prune()
         self._spare = self.maxactive
 

@@ -853,13 +853,21 @@ static void core_forget_spans(Core *c)
     }
 }
 
-/* Host address of the 8 bytes at addr when a cached span holds them (no GIL needed). */
+/* Host address of the 8 bytes at addr when a cached span holds them (no GIL needed);
+ * the span found moves to the front (the current task's stack, most of the time). */
 static inline char *core_word_cached(Core *c, unsigned long long addr)
 {
     for (int i = 0; i < NSPANS; i++) {
         Span *s = &c->spans[i];
-        if (addr >= s->start && addr + 8 <= s->end && addr + 8 > addr)
+        if (addr >= s->start && addr + 8 <= s->end && addr + 8 > addr) {
+            if (i > 0) {
+                Span t = *s;
+                *s = c->spans[0];
+                c->spans[0] = t;
+                s = &c->spans[0];
+            }
             return s->ptr + (addr - s->start);
+        }
     }
     return NULL;
 }
@@ -1222,6 +1230,7 @@ typedef struct {
     PyObject *rp;          /* the Kretprobe of a kretprobe entry site, or NULL */
     RpState *state;        /* its state */
     PyObject *counts;      /* tuple of the Count pre_handlers when every handler is one, or NULL */
+    PyObject *rps, *states;  /* per active probe: its Kretprobe and RpState (None: a kprobe) */
     unsigned long long addr, next, boost;
     int kind, push_reg;
     char optimized, stale; /* stale: the site is served by another handler now */
@@ -1232,6 +1241,7 @@ typedef struct {
 
 static PyTypeObject HitType;
 static int hit_run(Hit *h);
+static int kret_enter(Hit *h, PyObject *rp, RpState *st, int nested);
 
 typedef struct {
     PyObject_HEAD
@@ -1426,6 +1436,18 @@ static int hit_kprobe(Hit *h)
                 continue;
             }
         }
+        PyObject *rp = h->rps != NULL ? PyTuple_GET_ITEM(h->rps, i) : Py_None;
+        if (rp != Py_None) {          /* a kretprobe's entry probe: its entry in C */
+            int done = kret_enter(h, rp, (RpState *)PyTuple_GET_ITEM(h->states, i), 1);
+            if (done < 0) {
+                Py_DECREF(pre);
+                return -1;
+            }
+            if (done == 0) {
+                Py_DECREF(pre);
+                continue;
+            }
+        }
         PyObject *args[2] = {kp, (PyObject *)regs};
         PyObject *r = PyObject_Vectorcall(pre, args, 2, NULL);
         if (r == NULL) {
@@ -1466,43 +1488,45 @@ static int hit_kprobe(Hit *h)
     return core_preempt(c);
 }
 
-static int call_prepare(Hit *h, Instance *ri)
+static int call_prepare(PyObject *rp, Core *c, Instance *ri)
 {
-    PyObject *p = PyObject_CallMethodObjArgs(h->rp, s_prepare, h->core->mgr, (PyObject *)ri,
-                                             (PyObject *)h->core->regs, NULL);
+    PyObject *p = PyObject_CallMethodObjArgs(rp, s_prepare, c->mgr, (PyObject *)ri,
+                                             (PyObject *)c->regs, NULL);
     Py_XDECREF(p);
     return p == NULL ? -1 : 0;
 }
 
-/* pre_handler_kretprobe + arch_prepare_kretprobe + the step, for a site whose
- * only enabled probe is a kretprobe's (Rethook.entry_fast_path), with the GIL. */
-static int hit_kretprobe(Hit *h)
+/* pre_handler_kretprobe + arch_prepare_kretprobe for the kretprobe rp at h's site,
+ * with the GIL: 0 done, 1 an uncommon shape (nothing changed: the Python
+ * pre_handler takes it), -1 an error. With `nested` it is one probe of a kprobe
+ * site's walk (kprobe_running() already set, regs.rip the site's). */
+static int kret_enter(Hit *h, PyObject *rp, RpState *st, int nested)
 {
     Core *c = h->core;
     Regs *regs = c->regs;
     uint64_t *gpr = regs->gpr;
-    RpState *st = h->state;
     Stack *stack = c->stack, *free = st->free;
     unsigned long long sp = gpr[R_RSP];
-    /* Uncommon shapes go the general way: a miss or a nested hit, stale frames
-     * below this one, a return address outside writable memory. */
-    if (c->running || stack == NULL || free->n == 0
-        || (stack->n && stack->items[stack->n - 1]->fp <= sp))
-        return call_general(h);
+    /* A miss, stale frames below this one (or this frame hijacked already by
+     * another kretprobe), a return address outside writable memory. */
+    if (stack == NULL || free->n == 0 || (stack->n && stack->items[stack->n - 1]->fp <= sp))
+        return 1;
     char *slot = core_stack_word(c, sp);
     if (slot == NULL)
-        return PyErr_Occurred() ? -1 : call_general(h);
+        return PyErr_Occurred() ? -1 : 1;
     Instance *ri = (Instance *)Py_NewRef((PyObject *)stack_pop_nogil(free));
     int rc = -1;
     PyObject *entry = NULL;
     ri->task = c->task;
     int hijack = 1;
     if (st->has_entry) {
-        entry = PyObject_GetAttr(h->rp, s_entry_handler);
+        entry = PyObject_GetAttr(rp, s_entry_handler);
         if (entry == NULL)
             goto out;
-        c->running = 1;
-        regs->rip = h->addr;
+        if (!nested) {
+            c->running = 1;
+            regs->rip = h->addr;
+        }
         regs_discard(regs);
         PyObject *args[2] = {(PyObject *)ri, (PyObject *)regs};
         PyObject *r = entry != Py_None ? PyObject_Vectorcall(entry, args, 2, NULL)
@@ -1522,12 +1546,13 @@ static int hit_kretprobe(Hit *h)
                     goto out;
                 if (gpr[R_RSP] != sp) {     /* the handler moved the stack: go general */
                     hijack = 0;
-                    if (!skip && call_prepare(h, ri) < 0)
+                    if (!skip && call_prepare(rp, c, ri) < 0)
                         goto out;
                 }
             }
         }
-        c->running = 0;
+        if (!nested)
+            c->running = 0;
         if (skip) {                  /* the instance goes back: no return handler */
             /* (to no list if the handler re-registered the kretprobe meanwhile) */
             if (give_back(ri, ri->gen == st->gen) < 0)
@@ -1539,7 +1564,7 @@ static int hit_kretprobe(Hit *h)
             if (PyErr_Occurred())
                 goto out;
             hijack = 0;
-            if (call_prepare(h, ri) < 0)
+            if (call_prepare(rp, c, ri) < 0)
                 goto out;
         }
     }
@@ -1553,13 +1578,26 @@ static int hit_kretprobe(Hit *h)
         if (stack_push(stack, ri) < 0)
             goto out;
     }
-    if (!h->optimized && hit_step(h) < 0)
-        goto out;
-    rc = core_preempt(c);
+    rc = 0;
 out:
     Py_XDECREF(entry);
     Py_DECREF(ri);
     return rc;
+}
+
+/* A site whose only enabled probe is a kretprobe's (Rethook.entry_fast_path), with
+ * the GIL: the entry, then the step. */
+static int hit_kretprobe(Hit *h)
+{
+    Core *c = h->core;
+    if (c->running)                 /* nmissed, and the reentry step: the general path */
+        return call_general(h);
+    int r = kret_enter(h, h->rp, h->state, 0);
+    if (r != 0)
+        return r < 0 ? -1 : call_general(h);
+    if (!h->optimized && hit_step(h) < 0)
+        return -1;
+    return core_preempt(c);
 }
 
 static int hit_run(Hit *h)
@@ -1680,6 +1718,36 @@ static int Hit_init(Hit *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->rp, rp == Py_None ? NULL : Py_NewRef(rp));
     Py_XSETREF(self->state, (RpState *)state);
     Py_XSETREF(self->counts, counts == Py_None ? NULL : Py_NewRef(counts));
+    /* The kretprobes among the active probes (their entries are taken in C). */
+    Py_ssize_t n = PyTuple_GET_SIZE(active);
+    PyObject *rps = PyTuple_New(n), *states = PyTuple_New(n);
+    int any = 0;
+    for (Py_ssize_t i = 0; rps != NULL && states != NULL && i < n; i++) {
+        PyObject *krp = PyObject_GetAttrString(PyTuple_GET_ITEM(active, i), "_kretprobe");
+        PyObject *kst = krp != NULL && krp != Py_None ? PyObject_GetAttrString(krp, "_c") : NULL;
+        if (krp == NULL || (krp != Py_None && (kst == NULL || !PyObject_TypeCheck(kst, &RpStateType)))) {
+            if (kst != NULL && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "Hit: a kretprobe's _c must be an RpState");
+            Py_XDECREF(krp);
+            Py_XDECREF(kst);
+            Py_CLEAR(rps);
+            break;
+        }
+        any |= krp != Py_None;
+        PyTuple_SET_ITEM(rps, i, krp);
+        PyTuple_SET_ITEM(states, i, kst != NULL ? kst : Py_NewRef(Py_None));
+    }
+    if (rps == NULL || states == NULL) {
+        Py_XDECREF(rps);
+        Py_XDECREF(states);
+        return -1;
+    }
+    Py_XSETREF(self->rps, any ? rps : NULL);
+    Py_XSETREF(self->states, any ? states : NULL);
+    if (!any) {
+        Py_DECREF(rps);
+        Py_DECREF(states);
+    }
     self->addr = addr;
     self->next = next;
     self->boost = boost;
@@ -1702,6 +1770,8 @@ static int Hit_traverse(Hit *self, visitproc visit, void *arg)
     Py_VISIT(self->rp);
     Py_VISIT((PyObject *)self->state);
     Py_VISIT(self->counts);
+    Py_VISIT(self->rps);
+    Py_VISIT(self->states);
     return 0;
 }
 
@@ -1715,6 +1785,8 @@ static int Hit_clear(Hit *self)
     Py_CLEAR(self->rp);
     Py_CLEAR(self->state);
     Py_CLEAR(self->counts);
+    Py_CLEAR(self->rps);
+    Py_CLEAR(self->states);
     return 0;
 }
 
@@ -1838,7 +1910,7 @@ static unsigned long long mono_ns(void)
 #if defined(__x86_64__)
 #include <x86intrin.h>
 static int tsc_state;                      /* 0: not measured, 1: in use, -1: not usable */
-static unsigned long long tsc0, mono0, tsc_mult;   /* ns = mono0 + (tsc - tsc0) * mult >> 32 */
+static unsigned long long tsc_mult;         /* ns = ticks * tsc_mult >> 32 */
 
 static void tsc_calibrate(void)
 {
@@ -1858,32 +1930,37 @@ static void tsc_calibrate(void)
     if (!constant || !nonstop)
         return;
     unsigned long long m0 = mono_ns(), t0 = __rdtsc(), m1, t1;
-    do {                                   /* 5 ms: the rate to a few parts in 10^5 */
+    do {                                   /* 0.2 ms: the rate to about 1 part in 10^4 */
         m1 = mono_ns();
         t1 = __rdtsc();
-    } while (m1 - m0 < 5000000ULL);
+    } while (m1 - m0 < 200000ULL);
     if (t1 <= t0)
         return;
     tsc_mult = (unsigned long long)(((unsigned __int128)(m1 - m0) << 32) / (t1 - t0));
-    tsc0 = t1;
-    mono0 = m1;
     tsc_state = 1;
 }
 
-static unsigned long long host_ns(void)
+/* The host clock in raw units (TSC ticks, or ns without an invariant TSC): a
+ * call's stamps are raw and only its duration is scaled (raw_ns). */
+static inline unsigned long long host_raw(void)
 {
-    if (tsc_state == 1) {
-        unsigned long long t = __rdtsc();
-        if (t >= tsc0)
-            return mono0 + (unsigned long long)(((unsigned __int128)(t - tsc0) * tsc_mult) >> 32);
-    }
-    return mono_ns();
+    return tsc_state == 1 ? __rdtsc() : mono_ns();
+}
+
+static inline unsigned long long raw_ns(unsigned long long delta)
+{
+    return tsc_state == 1 ? (unsigned long long)(((unsigned __int128)delta * tsc_mult) >> 32) : delta;
 }
 #else
 static void tsc_calibrate(void) {}
-static unsigned long long host_ns(void)
+static inline unsigned long long host_raw(void)
 {
     return mono_ns();
+}
+
+static inline unsigned long long raw_ns(unsigned long long delta)
+{
+    return delta;
 }
 #endif
 
@@ -1893,6 +1970,7 @@ static void latency_stamp(Instance *ri, unsigned long long t)
         memcpy(ri->data_ptr, &t, 8);
 }
 
+/* t and the stamp are raw host units for the host clock, ns for a Python one. */
 static void latency_record(Latency *lat, Instance *ri, unsigned long long t)
 {
     unsigned long long t0;
@@ -1902,7 +1980,9 @@ static void latency_record(Latency *lat, Instance *ri, unsigned long long t)
     }
     memcpy(&t0, ri->data_ptr, 8);
     unsigned long long ns = t >= t0 ? t - t0 : 0;
-    unsigned long long v = ns / lat->div;
+    if (latency_pure(lat))
+        ns = raw_ns(ns);
+    unsigned long long v = lat->div == 1 ? ns : ns / lat->div;
     int slot = v ? 64 - __builtin_clzll(v) : 1;      /* bcc's bpf_log2l: 0 and 1 share 1 */
     lat->slots[slot]++;
     lat->count++;
@@ -1911,20 +1991,20 @@ static void latency_record(Latency *lat, Instance *ri, unsigned long long t)
 
 static void latency_enter(Latency *lat, Instance *ri)
 {
-    latency_stamp(ri, host_ns());
+    latency_stamp(ri, host_raw());
     (void)lat;
 }
 
 static void latency_leave(Latency *lat, Instance *ri)
 {
-    latency_record(lat, ri, host_ns());
+    latency_record(lat, ri, host_raw());
 }
 
 /* now() of a Latency with the GIL: -1 with an error set on failure. */
 static int latency_now(Latency *lat, unsigned long long *t)
 {
     if (latency_pure(lat)) {
-        *t = host_ns();
+        *t = host_raw();
         return 0;
     }
     PyObject *r = PyObject_CallNoArgs(lat->now);

@@ -260,14 +260,14 @@ def test_idle_hooks_go_back_to_int3_and_hot_sites_take_their_place() -> None:
     kps = [Kprobe(f"f{i}", pre_handler=lambda kp, regs: 0) for i in range(30)]
     for kp in kps:
         register_kprobe(m, kp)
-    assert mgr.n_hooked == mgr.max_optimized
+    assert len(mgr.hooked) == mgr.max_optimized
     for _ in range(TIDY_EVERY + 1):
         m.call("f0")
-    assert mgr.n_hooked == 1 and kps[0].flags & KPROBE_FLAG_OPTIMIZED
+    assert len(mgr.hooked) == 1 and kps[0].flags & KPROBE_FLAG_OPTIMIZED
     assert all(m.mem.is_patched(kp.addr) for kp in kps[1:])
     for _ in range(PROMOTE_AFTER):           # a waiting site gets hot: a free place
         m.call("f29")
-    assert kps[29].flags & KPROBE_FLAG_OPTIMIZED and mgr.n_hooked == 2
+    assert kps[29].flags & KPROBE_FLAG_OPTIMIZED and len(mgr.hooked) == 2
     assert [m.call(f"f{i}") for i in range(30)] == list(range(30))
 
 

@@ -31,7 +31,7 @@ __all__ = ["ArchInsn", "X86_64"]
 INT3 = 0xCC
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ArchInsn:
     """``struct arch_specific_insn``: how one probed instruction is stepped."""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Callable
+from types import CodeType
 
 from capstone import CsInsn
 from capstone import x86_const as X
@@ -63,13 +64,19 @@ def _builder(*ids: int) -> Callable[[_Builder], _Builder]:
     return register
 
 
-def _shaped(op: EmulateOp, shape: object) -> EmulateOp:
-    """Tag ``op`` with what it does, for the native core (probes/_native.c), which
-    does the same in C: ``"nop"`` (RIP past it) or ``("push", fast index)``
-    (push a register; the op itself still runs where the stack is not plainly
-    writable, so a fault comes out the same)."""
-    op.native = shape  # type: ignore[attr-defined]
-    return op
+def shape_of(op: EmulateOp) -> object:
+    """What ``op`` does, for the native core (probes/_native.c), which does the
+    same in C: ``"nop"`` (RIP past it), ``("push", fast index)`` (push a
+    register; the op itself still runs where the stack is not plainly writable,
+    so a fault comes out the same), or None. Read from the op's code and
+    closure, not stored on it: a function attribute would cost each probe a
+    dict."""
+    code = getattr(op, "__code__", None)
+    if code is _NOP_CODE:
+        return "nop"
+    if code is _PUSH_REG_CODE and op.__closure__ is not None:
+        return ("push", op.__closure__[code.co_freevars.index("idx")].cell_contents)
+    return None
 
 
 def build_emulate_op(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
@@ -183,7 +190,10 @@ def _operand_reader(m: Machine, insn: CsInsn) -> Callable[[], int | None] | None
 @_builder(X.X86_INS_NOP, X.X86_INS_ENDBR64, X.X86_INS_ENDBR32)
 def _nop(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp:
     nxt = insn.address + insn.size
-    return _shaped(lambda: nxt, "nop")
+
+    def nop() -> int:
+        return nxt
+    return nop
 
 
 @_builder(X.X86_INS_PUSH)
@@ -212,7 +222,7 @@ def _push(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
             return real()
         gpr[RSP] = sp
         return nxt
-    return _shaped(push_reg, ("push", idx))
+    return push_reg
 
 
 @_builder(X.X86_INS_POP)
@@ -341,3 +351,12 @@ def _loop(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp:
             taken = taken and not cpu.eflags & _ZF
         return target if taken else nxt
     return loop
+
+
+def _inner_code(builder: Callable[..., object], name: str) -> CodeType:
+    return next(c for c in builder.__code__.co_consts if isinstance(c, CodeType) and c.co_name == name)
+
+
+# The ops shape_of recognizes, by their code.
+_NOP_CODE = _inner_code(_nop, "nop")
+_PUSH_REG_CODE = _inner_code(_push, "push_reg")
