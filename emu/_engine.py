@@ -21,6 +21,7 @@ from typing import Any
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
 from unicorn.unicorn_const import UC_QUERY_TIMEOUT
 
+from . import native
 from ._regtable import MASK64
 
 __all__ = ["Engine", "UNLIMITED"]
@@ -79,7 +80,8 @@ class Engine:
     def __init__(self, uc: Uc) -> None:
         self._uc = uc
         self._cells = _counter_cells(uc)      # (emu_counter, emu_count) or None
-        self.counting = False                 # the count hook is live
+        # The count hook is live: a cell the native core reads (see counting).
+        self._counting = native.Cell(0)
         self.cut_requested = False            # cut() stopped the last run on purpose
         # Ctrl-C (emu._interrupt): set by the watchdog thread; no start while set.
         # _gate orders the watchdog's stops against starts, so a stop reaches a
@@ -88,6 +90,22 @@ class Engine:
         self.interrupted = False
         self._active = 0
         self._gate = threading.Lock()
+
+    @property
+    def counting(self) -> bool:
+        return bool(self._counting.value)
+
+    @counting.setter
+    def counting(self, value: bool) -> None:
+        self._counting.value = int(value)
+
+    def clock_cells(self) -> tuple[int, int]:
+        """For native code: the addresses of the counting flag (an int64) and of
+        the retired-instruction counter (a uint64; 0 without one), read as
+        :meth:`in_flight` does."""
+        cells = self._cells
+        counter = ctypes.addressof(cells[0]) if cells is not None else 0
+        return self._counting.address(), counter
 
     @property
     def has_counter(self) -> bool:

@@ -213,7 +213,9 @@ class Machine(TaskingMixin, StopsMixin):
         # the engine holds (None: whatever a call() left), and the kernel-style
         # preempt_count (non-zero: a client needs this task to keep the CPU).
         self.sched: Scheduler | None = None
-        self.clock = 0
+        # The virtual clock (ns = instructions retired), in a cell the native core
+        # reads at a hit (Machine.clock is a property over it).
+        self._clock = native.Cell(0)
         # Count every instruction of run()/run_tasks(), even with one task, so that
         # now() is exact at every probe hit (tracing's virtual clock; costs the
         # count hook, about 4x on tight loops).
@@ -476,6 +478,16 @@ class Machine(TaskingMixin, StopsMixin):
             self._code_hooks[handle] = addr
             self.mem.invalidate_code(addr, addr + 1)
         return handle
+
+    @property
+    def clock(self) -> int:
+        """The virtual clock in ns: instructions retired while tasks were sliced (or
+        every instruction, with :attr:`exact_clock`)."""
+        return int(self._clock.value)
+
+    @clock.setter
+    def clock(self, value: int) -> None:
+        self._clock.value = value
 
     def set_native_trap(self, addr: int, trap: int, fn: Callback) -> None:
         """``traps[addr] = fn``, and with the native dispatcher (``emu.native``)

@@ -607,8 +607,8 @@ typedef struct {
 } LatencyView;             /* a Latency's entry_handler or handler */
 static PyTypeObject CountType, LatencyType, LatencyEntryType, LatencyReturnType;
 static int latency_pure(Latency *lat);
-static void latency_enter(Latency *lat, Instance *ri);
-static void latency_leave(Latency *lat, Instance *ri);
+static void latency_enter(Latency *lat, Instance *ri, void *core);
+static void latency_leave(Latency *lat, Instance *ri, void *core);
 
 /* --- RpState: what C needs of a Kretprobe --------------------------------------------- */
 struct RpState {
@@ -821,6 +821,10 @@ typedef struct {
     char sched_on;             /* a scheduler runs: hits are preemption points */
     long long *hits;           /* the machine's preemption countdown (emu.native.Cell) */
     PyObject *hits_keep;
+    /* The machine's virtual clock (Machine.now): clock + the counter while counting. */
+    long long *vclock, *counting;
+    unsigned long long *counter;   /* NULL: the engine shows no counter */
+    PyObject *vclock_keep;
     /* The adaptive optimizer (probes._core._NativeManager): hooked hits until the
      * next look for cold hooks (0: never), and the Python side's two entries. */
     long long tidy_every, tidy_left;
@@ -935,18 +939,24 @@ static void core_set_pc(Core *c, uint64_t pc)
 static int Core_init(Core *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"machine", "mgr", "regs", "span", "tramp_general", "abort", "failed",
-                             "tramp", "cell", "cell_keep", "rip_id", "hits", "hits_keep", NULL};
-    PyObject *m, *mgr, *regs, *span, *general, *abort, *failed, *keep, *hits_keep;
-    unsigned long long tramp, cell, hits;
+                             "tramp", "cell", "cell_keep", "rip_id", "hits", "hits_keep", "vclock",
+                             "counting", "counter", "vclock_keep", NULL};
+    PyObject *m, *mgr, *regs, *span, *general, *abort, *failed, *keep, *hits_keep, *vkeep;
+    unsigned long long tramp, cell, hits, vclock, counting, counter;
     int rip_id;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOOOKKOiKO", kwlist, &m, &mgr, &RegsType,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!OOOOKKOiKOKKKO", kwlist, &m, &mgr, &RegsType,
                                      &regs, &span, &general, &abort, &failed, &tramp, &cell,
-                                     &keep, &rip_id, &hits, &hits_keep))
+                                     &keep, &rip_id, &hits, &hits_keep, &vclock, &counting,
+                                     &counter, &vkeep))
         return -1;
-    if (!cell || !hits) {
-        PyErr_SetString(PyExc_ValueError, "Core: null trampoline cell or countdown");
+    if (!cell || !hits || !vclock || !counting) {
+        PyErr_SetString(PyExc_ValueError, "Core: null trampoline cell, countdown or clock");
         return -1;
     }
+    self->vclock = (long long *)(uintptr_t)vclock;
+    self->counting = (long long *)(uintptr_t)counting;
+    self->counter = (unsigned long long *)(uintptr_t)counter;
+    Py_XSETREF(self->vclock_keep, Py_NewRef(vkeep));
     self->hits = (long long *)(uintptr_t)hits;
     Py_XSETREF(self->hits_keep, Py_NewRef(hits_keep));
     Py_XSETREF(self->m, Py_NewRef(m));
@@ -1048,6 +1058,7 @@ static int Core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->tramp_general);
     Py_VISIT(self->cell_keep);
     Py_VISIT(self->hits_keep);
+    Py_VISIT(self->vclock_keep);
     Py_VISIT(self->on_hot);
     Py_VISIT(self->on_tidy);
     Py_VISIT(self->task);
@@ -1068,6 +1079,7 @@ static int Core_clear(Core *self)
     Py_CLEAR(self->tramp_general);
     Py_CLEAR(self->cell_keep);
     Py_CLEAR(self->hits_keep);
+    Py_CLEAR(self->vclock_keep);
     Py_CLEAR(self->on_hot);
     Py_CLEAR(self->on_tidy);
     Py_CLEAR(self->task);
@@ -1120,7 +1132,7 @@ static int tramp_pure(Core *c)
     if (c->running)
         st->nmissed++;
     else if (st->ret_act != NULL)
-        latency_leave(st->ret_act, ri);
+        latency_leave(st->ret_act, ri, c);
     ri->task = NULL;
     stack_push_nogil(st->free, ri);
     *c->cell = ri->ret_addr;
@@ -1343,7 +1355,7 @@ static int hit_pure(Hit *h)
     Instance *ri = stack_pop_nogil(free);
     ri->task = c->task;
     if (st->entry_act != NULL)
-        latency_enter(st->entry_act, ri);
+        latency_enter(st->entry_act, ri, c);
     uint64_t ret, t = c->tramp;
     memcpy(&ret, slot, 8);
     ri->ret_addr = ret;
@@ -1884,16 +1896,28 @@ static PyTypeObject CountType = {
  * a Python clock (now(): the virtual clock) they run with it. */
 #define NSLOTS 65
 
+enum { CLOCK_HOST = 0, CLOCK_VIRTUAL = 1, CLOCK_PY = 2 };
+
 struct Latency {
     PyObject_HEAD
-    PyObject *now;                 /* None: the host's monotonic clock; else now() -> ns */
+    PyObject *now;                 /* None: the host's clock; "virtual"; else now() -> ns */
+    int clock;                     /* CLOCK_HOST, CLOCK_VIRTUAL (the hitting machine's), CLOCK_PY */
     unsigned long long div;
     unsigned long long slots[NSLOTS], count, total, missed;
 };
 
 static int latency_pure(Latency *lat)
 {
-    return lat->now == NULL || lat->now == Py_None;
+    return lat->clock != CLOCK_PY;
+}
+
+/* Machine.now() of the core's machine, at a hit. */
+static unsigned long long core_vnow(Core *c)
+{
+    unsigned long long t = (unsigned long long)*c->vclock;
+    if (*c->counting && c->counter != NULL)
+        t += *c->counter;
+    return t;
 }
 
 static unsigned long long mono_ns(void)
@@ -1980,7 +2004,7 @@ static void latency_record(Latency *lat, Instance *ri, unsigned long long t)
     }
     memcpy(&t0, ri->data_ptr, 8);
     unsigned long long ns = t >= t0 ? t - t0 : 0;
-    if (latency_pure(lat))
+    if (lat->clock == CLOCK_HOST)
         ns = raw_ns(ns);
     unsigned long long v = lat->div == 1 ? ns : ns / lat->div;
     int slot = v ? 64 - __builtin_clzll(v) : 1;      /* bcc's bpf_log2l: 0 and 1 share 1 */
@@ -1989,25 +2013,34 @@ static void latency_record(Latency *lat, Instance *ri, unsigned long long t)
     lat->total += ns;
 }
 
-static void latency_enter(Latency *lat, Instance *ri)
+static void latency_enter(Latency *lat, Instance *ri, void *core)
 {
-    latency_stamp(ri, host_raw());
-    (void)lat;
+    latency_stamp(ri, lat->clock == CLOCK_HOST ? host_raw() : core_vnow((Core *)core));
 }
 
-static void latency_leave(Latency *lat, Instance *ri)
+static void latency_leave(Latency *lat, Instance *ri, void *core)
 {
-    latency_record(lat, ri, host_raw());
+    latency_record(lat, ri, lat->clock == CLOCK_HOST ? host_raw() : core_vnow((Core *)core));
 }
 
-/* now() of a Latency with the GIL: -1 with an error set on failure. */
-static int latency_now(Latency *lat, unsigned long long *t)
+/* now() of a Latency with the GIL, called as a handler: -1 with an error set. The
+ * virtual clock is the machine's that hit (regs.machine.now()). */
+static int latency_now(Latency *lat, PyObject *regs, unsigned long long *t)
 {
-    if (latency_pure(lat)) {
+    if (lat->clock == CLOCK_HOST) {
         *t = host_raw();
         return 0;
     }
-    PyObject *r = PyObject_CallNoArgs(lat->now);
+    PyObject *r;
+    if (lat->clock == CLOCK_VIRTUAL) {
+        PyObject *m = PyObject_GetAttrString(regs, "machine");
+        if (m == NULL)
+            return -1;
+        r = PyObject_CallMethod(m, "now", NULL);
+        Py_DECREF(m);
+    } else {
+        r = PyObject_CallNoArgs(lat->now);
+    }
     if (r == NULL)
         return -1;
     *t = PyLong_AsUnsignedLongLong(r);
@@ -2026,7 +2059,7 @@ static PyObject *view_call(PyObject *self, PyObject *args, PyObject *kwds, int e
         return NULL;
     }
     unsigned long long t;
-    if (latency_now(lat, &t) < 0)
+    if (latency_now(lat, regs, &t) < 0)
         return NULL;
     if (entry)
         latency_stamp((Instance *)ri, t);
@@ -2095,10 +2128,12 @@ static int Latency_init(Latency *self, PyObject *args, PyObject *kwds)
     unsigned long long div = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OK", kwlist, &now, &div))
         return -1;
-    if (div == 0 || (now != Py_None && !PyCallable_Check(now))) {
-        PyErr_SetString(PyExc_ValueError, "Latency(now=None or a callable, div >= 1)");
+    int virt = PyUnicode_Check(now) && PyUnicode_CompareWithASCIIString(now, "virtual") == 0;
+    if (div == 0 || (now != Py_None && !virt && !PyCallable_Check(now))) {
+        PyErr_SetString(PyExc_ValueError, "Latency(now=None, 'virtual' or a callable, div >= 1)");
         return -1;
     }
+    self->clock = now == Py_None ? CLOCK_HOST : virt ? CLOCK_VIRTUAL : CLOCK_PY;
     if (now == Py_None && tsc_state == 0)
         tsc_calibrate();                   /* once, for the first Latency on the host clock */
     Py_XSETREF(self->now, Py_NewRef(now));

@@ -68,10 +68,13 @@ class Rethook:
         mgr = self.mgr
         buf, off = self.trampoline.cell_buffer()
         cell = self.trampoline.region.ptr + off
-        hits = mgr.m._hits                   # the preemption countdown (emu.native.Cell)
-        mgr.core = mgr.native.Core(mgr.m, mgr, mgr.regs, mgr._rw_span, self._trampoline_general,
-                                   mgr.m.abort, mgr.handler_failed, self.addr, cell, buf, UC_ID["rip"],
-                                   hits.address(), hits)
+        m = mgr.m
+        hits = m._hits                       # the preemption countdown (emu.native.Cell)
+        counting, counter = m.engine.clock_cells()
+        mgr.core = mgr.native.Core(m, mgr, mgr.regs, mgr._rw_span, self._trampoline_general,
+                                   m.abort, mgr.handler_failed, self.addr, cell, buf, UC_ID["rip"],
+                                   hits.address(), hits, m._clock.address(), counting, counter,
+                                   (m._clock, m.engine))
         mgr.m.hook_code_native(self.addr, ADDRESSES["tramp_code"], mgr.core)
         mgr.m.on_switch.append(self._switched)
         self._switched(mgr.m.current_task)

@@ -20,8 +20,9 @@ the GIL) when nothing else at the site needs Python:
                                       handler=lat.handler, data_size=8))
       m.run(); print(lat.hist, lat.count, lat.total)
 
-  ``Latency(now=m.now)`` times with another clock (the virtual one): the
-  handlers then run with the GIL, to call it.
+  ``Latency("virtual")`` times with the virtual clock of the machine that hit
+  (``Machine.now``: instructions retired; set ``m.exact_clock``), also in C;
+  ``Latency(now=fn)`` with any clock ``fn() -> ns``, with the GIL, to call it.
 
 Both are ordinary handlers too: called from Python (a site shared with Python
 handlers, a nested hit, the pure-Python path with ``KPE_NATIVE=0``) they do the
@@ -61,7 +62,9 @@ class _PyLatency:
     ``handler`` on a kretprobe with ``data_size >= 8``.
 
     Args:
-        now: the clock, a callable returning ns (None: the host's monotonic clock).
+        now: the clock: None (the host's monotonic clock), ``"virtual"`` (the
+            virtual clock of the machine that hit, ``regs.machine.now()``), or a
+            callable returning ns.
         div: the histogram's unit in ns (1000: microseconds); a duration adds one
             to slot ``bit_length(ns // div)`` (1 for 0), bcc's ``bpf_log2l``.
 
@@ -70,29 +73,33 @@ class _PyLatency:
         ``missed``: returns that found no stamp (``data_size < 8``).
     """
 
-    def __init__(self, now: Callable[[], int] | None = None, div: int = 1) -> None:
-        if div < 1 or (now is not None and not callable(now)):
-            raise ValueError("Latency(now=None or a callable, div >= 1)")
+    def __init__(self, now: Callable[[], int] | str | None = None, div: int = 1) -> None:
+        if div < 1 or (now is not None and now != "virtual" and not callable(now)):
+            raise ValueError("Latency(now=None, 'virtual' or a callable, div >= 1)")
         self.now = now
         self.div = div
         self._slots: dict[int, int] = {}
         self.count = self.total = self.missed = 0
 
-    def _clock(self) -> int:
-        return self.now() if self.now is not None else time.monotonic_ns()
+    def _clock(self, regs: Any) -> int:
+        if self.now is None:
+            return time.monotonic_ns()
+        if self.now == "virtual":
+            return int(regs.machine.now())
+        return int(self.now())  # type: ignore[operator]
 
     @property
     def entry_handler(self) -> Callable[[Any, Any], int]:
         def stamp(ri: Any, regs: Any) -> int:
             if len(ri.data) >= 8:
-                _STAMP.pack_into(ri.data, 0, self._clock() & (2**64 - 1))
+                _STAMP.pack_into(ri.data, 0, self._clock(regs) & (2**64 - 1))
             return 0
         return stamp
 
     @property
     def handler(self) -> Callable[[Any, Any], int]:
         def record(ri: Any, regs: Any) -> int:
-            t = self._clock()
+            t = self._clock(regs)
             if len(ri.data) < 8:
                 self.missed += 1
                 return 0

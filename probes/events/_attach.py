@@ -175,14 +175,9 @@ def _attach_native(m: Machine, spec: ProbeSpec, sink: CountSink | Log2Sink, cloc
         probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
                        offset=spec.offset, pre_handler=action)
     else:
-        now = None
         if clock == "virtual":
             m.exact_clock = True
-
-            def now() -> int:            # the virtual clock of the machine that hit
-                task = m.current_task
-                return (task.machine or m).now()
-        action = sink.latency(now)
+        action = sink.latency("virtual" if clock == "virtual" else None)
         probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, entry_handler=action.entry_handler,
                           handler=action.handler, data_size=8,
                           maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))

@@ -136,6 +136,23 @@ def test_latency_on_the_virtual_clock_counts_instructions() -> None:
     assert run() == hist
 
 
+@pytest.mark.parametrize("optimized", [False, True])
+def test_latency_on_the_machines_virtual_clock_in_c_is_the_python_clocks(optimized: bool) -> None:
+    """Latency("virtual") reads the hitting machine's clock at the hit (in C with
+    the native core); Latency(now=m.now) calls it: the same histogram."""
+    hists = []
+    for now in ("virtual", None):
+        m = Machine.from_asm(SOURCE)
+        set_optimization(m, optimized)
+        m.exact_clock = True
+        lat = Latency(now if now else m.now)
+        register_kretprobe(m, Kretprobe("fib", entry_handler=lat.entry_handler,
+                                        handler=lat.handler, data_size=8, maxactive=64))
+        assert m.call("fib", 9) == 34
+        hists.append((dict(lat.hist), lat.count, lat.total))
+    assert hists[0] == hists[1] and hists[0][1] == fib_calls(9)
+
+
 def test_latency_without_room_for_its_stamp_misses(m: Machine) -> None:
     lat = Latency()
     register_kretprobe(m, Kretprobe("leaf", entry_handler=lat.entry_handler, handler=lat.handler))
@@ -148,6 +165,8 @@ def test_latency_refuses_a_bad_unit() -> None:
         Latency(div=0)
     with pytest.raises(ValueError):
         Latency(now=3)
+    with pytest.raises(ValueError):
+        Latency(now="wall")
 
 
 @pytest.mark.parametrize("optimized", [False, True])
