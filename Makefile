@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench lint install clean fuzz
 
-$(STAMP): pyproject.toml setup.py emu/_native.c probes/_native.c
+$(STAMP): pyproject.toml setup.py emu/_native.c emu/_native_common.h probes/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

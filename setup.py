@@ -10,7 +10,9 @@ on and the pure-Python path is used (``emu.native.AVAILABLE`` is False).
 from setuptools import Extension, setup
 
 _FLAGS = ["-O2", "-Wall"]
+_COMMON = ["emu/_native_common.h"]
 
-setup(ext_modules=[Extension("emu._native", ["emu/_native.c"], optional=True, extra_compile_args=_FLAGS),
-                   Extension("probes._native", ["probes/_native.c"], optional=True,
+setup(ext_modules=[Extension("emu._native", ["emu/_native.c"], depends=_COMMON, optional=True,
+                             extra_compile_args=_FLAGS),
+                   Extension("probes._native", ["probes/_native.c"], depends=_COMMON, optional=True,
                              extra_compile_args=_FLAGS)])

@@ -25,10 +25,11 @@ _COLORS = {
 
 def draw(results: dict, path: Path) -> None:
     fig = plt.figure(figsize=(12, 10), constrained_layout=True)
-    grid = fig.add_gridspec(2, 2, height_ratios=[3, 2])
-    _bars(fig.add_subplot(grid[0, :]), results)
+    # Two subfigures: the bars' long labels must not push the scaling plots aside.
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3, 2])
+    _bars(top.add_subplot(), results)
     s = results["scale"]
-    count, depth = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+    count, depth = bottom.subplots(1, 2)
     _counts(count, s)
     depth.plot(s["depths"], s["per_hit_depth_us"], "o-", color="#2b9d4a")
     depth.set_xscale("log")

@@ -28,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "structmember.h"
+#include "_native_common.h"
 #include <stdint.h>
 
 typedef struct uc_struct uc_engine;
@@ -139,24 +140,6 @@ static void traps_clear(Dispatch *d)
     free(d->natives);
     d->natives = NULL;
     d->nslots = d->nused = 0;
-}
-
-static PyObject *take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL)
-        return NULL;
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
 }
 
 static void report_error(Dispatch *d)

@@ -633,8 +633,9 @@ class _NativeManager(KprobeManager):
         if len(self.hooked) >= self.max_optimized:
             coldest = min(self.hooked, key=self._recent, default=None)
             if coldest is None or self._recent(coldest) >= self._recent(site):
-                assert isinstance(site.handler, self.native.Hit)
-                site.handler.promote_at = site.handler.hits + PROMOTE_AFTER * 16   # back off
+                h = site.handler
+                if isinstance(h, self.native.Hit):
+                    h.promote_at = h.hits + PROMOTE_AFTER * 16        # back off
                 return
             self._serve(coldest, "int3")
         self._serve(site, "optimized")

@@ -31,6 +31,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "structmember.h"
+#include "../emu/_native_common.h"
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -47,24 +48,6 @@ static PyObject *s_handler, *s_rp_handler, *s_gone, *s_pre_handler, *s_flags,
     *s_entry_handler, *s_prepare, *s_cut_at_hit, *mask64;
 
 /* --- errors ------------------------------------------------------------------------- */
-static PyObject *take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL)
-        return NULL;
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
 /* Hand the pending exception to fn(exc) (Machine.abort), or fn(exc, culprit)
  * (KprobeManager.handler_failed) when culprit is given. */
 static void hand_over(PyObject *fn, PyObject *culprit)

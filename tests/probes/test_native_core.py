@@ -17,29 +17,10 @@ from emu._memory import PROT_R
 from probes import Kprobe, Kretprobe, register_kprobe, register_kretprobe, set_optimization
 from probes._cnative import NATIVE
 from probes._core import get_manager
+from tests.probes.test_actions import SOURCE
 
 native_only = pytest.mark.skipif(NATIVE is None, reason="the native core is not in use "
                                  f"(KPE_NATIVE={os.environ.get('KPE_NATIVE', 'unset')})")
-
-SOURCE = """
-leaf:
-  push rbp
-  mov rax, rdi
-  add rax, 1
-  pop rbp
-  ret
-loop:
-  push rbx
-  mov rbx, rdi
-  xor eax, eax
-again:
-  mov rdi, rbx
-  call leaf
-  dec rbx
-  jnz again
-  pop rbx
-  ret
-"""
 
 
 @pytest.fixture
