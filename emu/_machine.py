@@ -66,6 +66,7 @@ _LOCATING_REGISTERS = threading.Lock()
 _PAUSE = b"\xf3\x90"
 _RESUMABLE = ("insn-budget", "timeout")   # GuestFault reasons a later run() goes on from
 _RED_ZONE = 128
+KTIME_MAX = (1 << 63) - 1           # include/linux/ktime.h: where native readers saturate
 
 
 Callback = Callable[[int], None]
@@ -213,8 +214,10 @@ class Machine(TaskingMixin, StopsMixin):
         # the engine holds (None: whatever a call() left), and the kernel-style
         # preempt_count (non-zero: a client needs this task to keep the CPU).
         self.sched: Scheduler | None = None
-        # The virtual clock (ns = instructions retired), in a cell the native core
-        # reads at a hit (Machine.clock is a property over it).
+        # The virtual clock (ns = instructions retired): a Python int, unbounded (a
+        # guest may sleep 2**63 s), and a copy in a cell for the native core to read
+        # at a hit, saturated at the kernel's KTIME_MAX.
+        self._clock_ns = 0
         self._clock = native.Cell(0)
         # Count every instruction of run()/run_tasks(), even with one task, so that
         # now() is exact at every probe hit (tracing's virtual clock; costs the
@@ -482,12 +485,13 @@ class Machine(TaskingMixin, StopsMixin):
     @property
     def clock(self) -> int:
         """The virtual clock in ns: instructions retired while tasks were sliced (or
-        every instruction, with :attr:`exact_clock`)."""
-        return int(self._clock.value)
+        every instruction, with :attr:`exact_clock`), and time slept."""
+        return self._clock_ns
 
     @clock.setter
     def clock(self, value: int) -> None:
-        self._clock.value = value
+        self._clock_ns = value
+        self._clock.value = min(max(value, 0), KTIME_MAX)
 
     def set_native_trap(self, addr: int, trap: int, fn: Callback) -> None:
         """``traps[addr] = fn``, and with the native dispatcher (``emu.native``)

@@ -108,3 +108,18 @@ def test_a_native_raw_code_hook_carries_what_it_raises() -> None:
     m.hook_code(m.symbols["g"], boom, raw=True, fast=True)
     with pytest.raises(KeyError):
         m.call("g")
+
+
+def test_the_clock_is_unbounded_and_its_native_copy_saturates() -> None:
+    """A guest may sleep 2**63 s (make fuzz found nanosleep overflowing the int64
+    cell): Machine.clock stays a Python int; what native code reads saturates at
+    the kernel's KTIME_MAX."""
+    from emu._machine import KTIME_MAX
+
+    m = Machine.from_asm("f: ret")
+    m.clock = 5
+    m.clock += 2**63 * 10**9
+    assert m.clock == 5 + 2**63 * 10**9
+    assert m._clock.value == KTIME_MAX
+    m.clock = -3
+    assert m.clock == -3 and m._clock.value == 0
