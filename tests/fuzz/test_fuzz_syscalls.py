@@ -319,6 +319,10 @@ REGRESSIONS: list[Any] = [
     ("munmap-own-code", [(11, [(3, 0), (0, 4096)]), (39, [])], ("fault", "unmapped", []), None),
     ("mprotect-own-buffer-then-store", [(10, [(1, 0), (0, 4096), (0, 0)]), (-1, [(0, 0), (0, 1)])],
      ("fault", "protection", ["0"]), None),
+    # make fuzz (issue 12): a sleep of 2**62 s overflowed the native core's copy of the clock.
+    ("nanosleep-for-ever-and-a-day", [(-1, [(0, 0x100), (0, 1 << 62)]), (-1, [(0, 0x108), (0, 0)]),
+                                      (35, [(1, 0x100), (0, 0)]), (39, [])],
+     ("exit", 0, ["0", "1"]), None),
 ]
 
 
