@@ -130,6 +130,8 @@ def _load_image(m: Machine, exe: ElfFile, path: str, argv: Sequence[bytes], envp
     sp = build_stack(m.mem, m.tasks[0].stack.end - _CALL_SCRATCH, list(argv), list(envp),
                      os.fsencode(shown_path), image, random16)
     entry = interp.entry + interp_base if interp is not None else image.entry
+    # Where the kernel (or the interpreter) jumps: never called, no return address.
+    m.entry_points = {image.entry, entry}
     _initial_registers(m, sp, entry)
     m.tasks[0].context = m._uc.context_save()
     return mm, entry

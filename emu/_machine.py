@@ -209,6 +209,9 @@ class Machine(TaskingMixin, StopsMixin):
         # Called with the task each time current_task changes (set_current_task):
         # clients keeping per-task state in C (the probes' native core) follow it.
         self.on_switch: list[Callable[[Task], None]] = []
+        # The program's and its interpreter's entry points (emu._elf): jumped to at
+        # exec, never called (so a return probe there has no return address).
+        self.entry_points: set[int] = set()
         # Scheduling (emu._sched): the run in progress, the virtual clock (ns =
         # instructions retired while tasks were sliced), the task whose registers
         # the engine holds (None: whatever a call() left), and the kernel-style

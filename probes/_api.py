@@ -72,6 +72,11 @@ def _check_func_entry(m: Machine, rp: Kretprobe) -> None:
     sym = m.symbols.lookup(addr)
     if sym is None:
         raise ProbeError(errno.EINVAL, f"kretprobe at {addr:#x}: not the entry of a known function")
+    if addr in m.entry_points or (addr == sym.addr + 4 and sym.addr in m.entry_points):
+        # [rsp] there is argc, not a return address: hijacking it would change what the
+        # program computes (make fuzz found `r _start`).
+        raise ProbeError(errno.EINVAL, f"kretprobe at {m.symbolize(addr)}: the program's entry "
+                                       "point is jumped to, never called: it has no return address")
     if addr == sym.addr or (addr == sym.addr + 4 and m.read(sym.addr, 4) == _ENDBR64):
         return
     raise ProbeError(errno.EINVAL,

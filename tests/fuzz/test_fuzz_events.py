@@ -227,6 +227,9 @@ REGRESSIONS: list[Any] = [
      ["BAD_RETPROBE", "BAD_INSN_BNDRY", "BAD_INSN_BNDRY", "ok"], None),
     ("fetches-that-fault-print-fault", ["p fib a=+0(%ax):string b=+0(+0(%ax)):u64 c=@0x0:x8",
                                         "r:g/r fib d=+4096($retval):s32"], ["ok", "ok"], None),
+    # make fuzz (issue 12's session): a return probe on the entry point hijacked argc.
+    ("return-probe-on-the-entry-point-is-refused", ["p fib", "r _start", "p _start"],
+     ["ok", "FAIL_REG_PROBE", "ok"], None),
 ]
 
 

@@ -118,3 +118,4 @@ def test_far_jump_is_eopnotsupp() -> None:
     with pytest.raises(ProbeError) as info:
         register_kprobe(m, Kprobe("f", offset=1))
     assert code_of(info) == errno.EOPNOTSUPP
+

@@ -179,3 +179,16 @@ def test_failing_function_returns_what_the_program_reports(guest_bin: Path) -> N
                     ("65536", -errno.ERANGE), ("0", -errno.ERANGE), ("443", 443)]
     printed = [line.split()[-1] for line in m.stdout.getvalue().decode().splitlines()]
     assert printed == [str(ret) for _arg, ret in seen]
+
+
+def test_a_return_probe_on_the_programs_entry_point_is_einval(guest_bin: Path) -> None:
+    """The kernel jumps to _start: [rsp] there is argc, not a return address, and
+    hijacking it would change what the program computes (make fuzz found it). A
+    kprobe there is fine."""
+    m = Machine.from_elf(str(guest_bin / "fib.static"), ["fib", "5"])
+    with pytest.raises(ProbeError, match="entry point") as info:
+        register_kretprobe(m, Kretprobe("_start"))
+    assert info.value.errno == errno.EINVAL
+    hits: list[int] = []
+    register_kprobe(m, Kprobe("_start", pre_handler=lambda kp, regs: hits.append(1)))
+    assert m.run() == 5 and hits == [1]
