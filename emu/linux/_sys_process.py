@@ -33,15 +33,13 @@ from ._mm import AddressSpace
 from ._process import CHILD_TCG_BUFFER, CLD_EXITED, CLD_KILLED
 from ._registry import KernelError, s32, syscall
 from ._rlimit import inherit_rlimits
-from ._signal import ProcessSignals, ThreadSignals, thread_signals
+from ._signal import ProcessSignals
 from ._sys_thread import (
-    CLONE_CHILD_CLEARTID,
-    CLONE_CHILD_SETTID,
-    CLONE_PARENT_SETTID,
     CLONE_THREAD,
     CLONE_VFORK,
     CLONE_VM,
     child_context,
+    child_task_setup,
     new_thread,
 )
 from ._wait import block_on
@@ -104,13 +102,7 @@ def new_process(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: in
     task.comm = parent_task.comm
     child = _child_kernel(k, m, task)
     task.context = child_context(parent_m, flags, newsp, tls)
-    task.signal = ThreadSignals(mask=thread_signals(parent_task).mask)
-    if flags & CLONE_PARENT_SETTID:
-        k.write(ptid, _U32.pack(task.tid))
-    if flags & CLONE_CHILD_SETTID:
-        child.write(ctid, _U32.pack(task.tid))
-    if flags & CLONE_CHILD_CLEARTID:
-        task.clear_child_tid = ctid
+    child_task_setup(k, child, task, parent_task, flags, ptid, ctid)
     sched.add(task)
     if m is not parent_m:
         for fn in list(parent_m.on_fork):

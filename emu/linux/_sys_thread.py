@@ -38,6 +38,7 @@ from ._signal import ThreadSignals, thread_signals
 
 if TYPE_CHECKING:
     from .._machine import Machine
+    from .._task import Task
 
 # include/uapi/linux/sched.h
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
@@ -90,6 +91,21 @@ def child_context(m: Machine, flags: int, newsp: int, tls: int) -> Any:
     return ctx
 
 
+def child_task_setup(k: Kernel, child: Kernel, task: Task, parent: Task, flags: int, ptid: int,
+                     ctid: int) -> None:
+    """What ``copy_process`` does for a new thread or process once it has its
+    registers: the parent's signal mask, and the tid writes the flags ask for
+    (``CLONE_CHILD_SETTID`` into the child's memory: ``child``, the new process's
+    kernel, or ``k`` itself for a thread)."""
+    task.signal = ThreadSignals(mask=thread_signals(parent).mask)
+    if flags & CLONE_PARENT_SETTID:
+        k.write(ptid, _U32.pack(task.tid))
+    if flags & CLONE_CHILD_SETTID:
+        child.write(ctid, _U32.pack(task.tid))
+    if flags & CLONE_CHILD_CLEARTID:
+        task.clear_child_tid = ctid
+
+
 def new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int) -> int:
     """``clone`` of a thread (``CLONE_VM|CLONE_SIGHAND|CLONE_THREAD``)."""
     if flags & _THREAD_NEEDS != _THREAD_NEEDS or flags & CLONE_VFORK:
@@ -102,13 +118,7 @@ def new_thread(k: Kernel, flags: int, newsp: int, ptid: int, ctid: int, tls: int
     task.process = k
     task.pid = k.pid
     task.context = child_context(m, flags, newsp, tls)
-    task.signal = ThreadSignals(mask=thread_signals(m.current_task).mask)   # copy_process
-    if flags & CLONE_PARENT_SETTID:
-        k.write(ptid, _U32.pack(task.tid))
-    if flags & CLONE_CHILD_SETTID:
-        k.write(ctid, _U32.pack(task.tid))
-    if flags & CLONE_CHILD_CLEARTID:
-        task.clear_child_tid = ctid
+    child_task_setup(k, k, task, m.current_task, flags, ptid, ctid)
     k.threads.append(task)
     if sched.tasks is not k.threads:
         sched.add(task)
