@@ -7,11 +7,13 @@ themselves through the ``guest_bin`` fixture (defined where it is used).
 from __future__ import annotations
 
 import functools
+import io
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 BIN_DIR = GUEST_DIR / "bin"
@@ -61,3 +63,28 @@ def run_emulated(argv: list[str], env: dict[str, str] | None = None, stdin: byte
     m.stderr = io.BytesIO()
     status = m.run(timeout=60)
     return status, m.stdout.getvalue()
+
+
+def instrumented_entries(binary: Path, args: list[str], func: str) -> int:
+    """Entries of ``func`` in a native run of a -finstrument-functions build
+    (``guest/bin/*.instr``: one ``ADDR ENTRIES EXITS`` line a function on stderr)."""
+    done = subprocess.run([str(binary), *args], capture_output=True, text=True, env={}, timeout=60)
+    with open(binary, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        addr = next(s["st_value"] for s in symtab.iter_symbols()
+                    if s.name == func and s["st_info"]["type"] == "STT_FUNC")
+    counts = {int(a, 16): int(n) for a, n, _ in (line.split() for line in done.stderr.splitlines())}
+    return counts[addr]
+
+
+def assert_as_linux(binary: Path, cwd: Path, cases: dict[str, list[str]]) -> None:
+    """Each case's arguments, run natively and emulated in ``cwd``: the same words
+    on standard output (the syscall results ``hostile`` prints), and status 0."""
+    from emu import Machine
+
+    for name, args in cases.items():
+        native = subprocess.run([str(binary), *args], cwd=cwd, capture_output=True, timeout=10)
+        m = Machine.from_elf(str(binary), [binary.name, *args])
+        m.stdout = io.BytesIO()
+        assert m.run(max_insns=10**7) == 0
+        assert m.stdout.getvalue().split() == native.stdout.split(), name

@@ -28,7 +28,8 @@ import pytest
 from kprobe_emu.cli import main
 from tests.conftest import fib
 from tests.guests import guest_bin as _guest_bin
-from tests.probes.test_overhead import SCHEMA, check_schema, oracle_entries
+from tests.guests import instrumented_entries
+from tests.probes.test_overhead import SCHEMA, check_schema
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 HANDLERS = '''\
@@ -72,7 +73,7 @@ def test_json_is_the_last_line_and_hits_match_funccount(guest_bin: Path,
                                                         capfd: pytest.CaptureFixture[str]) -> None:
     prog, args = str(guest_bin / "fib.static"), ["11"]
     calls = 2 * fib(12) - 1
-    assert calls == oracle_entries(guest_bin / "fib.instr", args, "fib")
+    assert calls == instrumented_entries(guest_bin / "fib.instr", args, "fib")
     status, out, _ = cli(capfd, "funccount", "fib", prog, *args)
     assert re.search(rf"^fib\s+{calls}$", out, re.M)
     status, out, err = cli(capfd, "overhead", "--json", "--repeats", "2", "-e", "p fib n=%di:s64",

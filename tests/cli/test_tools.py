@@ -25,18 +25,17 @@ import io
 import json
 import os
 import re
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from emu import Machine
 from kprobe_emu.cli import main
 from probes.events import Event, attach, format_event
 from tests.conftest import EVENT_FIELDS, fib, postorder, preorder
 from tests.guests import guest_bin as _guest_bin
+from tests.guests import instrumented_entries
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +228,6 @@ def test_trace_perfetto(guest_bin: Path, capfd: pytest.CaptureFixture[str], tmp_
 
 
 # --- funccount -----------------------------------------------------------------------------------
-def _oracle_calls(binary: Path, args: list[str], func: str) -> int:
-    """Entries of ``func`` in a native run of the -finstrument-functions build."""
-    done = subprocess.run([str(binary), *args], capture_output=True, text=True, env={}, timeout=60)
-    with open(binary, "rb") as f:
-        symtab = ELFFile(f).get_section_by_name(".symtab")
-        addr = next(s["st_value"] for s in symtab.iter_symbols()
-                    if s.name == func and s["st_info"]["type"] == "STT_FUNC")
-    counts = {int(a, 16): int(n) for a, n, _ in (line.split() for line in done.stderr.splitlines())}
-    return counts[addr]
 
 
 def test_funccount_is_exact(guest_bin: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -246,7 +236,7 @@ def test_funccount_is_exact(guest_bin: Path, capfd: pytest.CaptureFixture[str]) 
     status, out, _ = cli(capfd, "funccount", "fib", str(guest_bin / "fib.static"), "10", "12")
     assert status == (55 + 144) % 256
     calls = (2 * fib(11) - 1) + (2 * fib(13) - 1)
-    assert calls == _oracle_calls(guest_bin / "fib.instr", ["10", "12"], "fib")
+    assert calls == instrumented_entries(guest_bin / "fib.instr", ["10", "12"], "fib")
     # bcc funccount: print("%-36s %8s" % ("FUNC", "COUNT")), print("%-36s %8d" % (name, count))
     assert out == fib_output(10, 12) + "%-36s %8s\n%-36s %8d\n" % ("FUNC", "COUNT", "fib", calls)  # noqa: UP031
 

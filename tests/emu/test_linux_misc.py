@@ -30,6 +30,7 @@ from emu.linux._eventfd import EFD_NONBLOCK, EFD_SEMAPHORE, EventFd
 from emu.linux._pipe import WouldBlock
 from emu.linux._registry import KernelError
 from tests.emu.test_linux_sysinfo import Guest
+from tests.guests import assert_as_linux
 
 SOURCE = Path(__file__).resolve().parents[2] / "guest" / "c" / "fdkinds.c"
 
@@ -176,12 +177,7 @@ DIFFERENTIAL = {
 
 
 def test_errors_as_linux_gives_them(hostile: Path, tmp_path: Path) -> None:
-    for name, args in DIFFERENTIAL.items():
-        native = subprocess.run([str(hostile), *args], cwd=tmp_path, capture_output=True, timeout=10)
-        m = Machine.from_elf(str(hostile), ["hostile", *args])
-        m.stdout = io.BytesIO()
-        assert m.run(max_insns=10**7) == 0
-        assert m.stdout.getvalue().split() == native.stdout.split(), name
+    assert_as_linux(hostile, tmp_path, DIFFERENTIAL)
 
 
 # --- credentials, prctl, mincore (an unprivileged user: not differential, the host is root) --------

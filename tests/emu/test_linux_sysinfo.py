@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import io
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from emu._elf import PROCESS_STACK_SIZE
 from emu.linux import SYSCALL_NUMBERS, SYSCALLS, Kernel, KernelError
 from emu.linux._files import MAX_FDS
 from emu.linux._rlimit import RLIM_INFINITY, RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_STACK
+from tests.guests import assert_as_linux
 
 PYTHON = "/usr/bin/python3"
 SYSINFO = struct.Struct("<q3Q6QHH4xQQI4x")
@@ -245,9 +245,4 @@ DIFFERENTIAL = {
 
 
 def test_errors_as_linux_gives_them(hostile: Path, tmp_path: Path) -> None:
-    for name, args in DIFFERENTIAL.items():
-        native = subprocess.run([str(hostile), *args], cwd=tmp_path, capture_output=True, timeout=10)
-        m = Machine.from_elf(str(hostile), ["hostile", *args])
-        m.stdout = io.BytesIO()
-        assert m.run(max_insns=10**7) == 0
-        assert m.stdout.getvalue().split() == native.stdout.split(), name
+    assert_as_linux(hostile, tmp_path, DIFFERENTIAL)

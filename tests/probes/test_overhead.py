@@ -17,14 +17,12 @@ and shapes, so the tests hold on a loaded host.
 from __future__ import annotations
 
 import io
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from emu import Machine
 from probes import Kprobe, Kretprobe, register_kprobe, register_kretprobe
@@ -32,6 +30,7 @@ from probes.events import TextSink, attach
 from probes.overhead import OverheadReport, Spread, bootstrap_ci, measure, spread
 from tests.conftest import fib
 from tests.guests import guest_bin as _guest_bin
+from tests.guests import instrumented_entries
 
 BUSY_NS = 20_000
 
@@ -47,17 +46,6 @@ def fib_machine(guest_bin: Path, *args: str, prog: str = "fib.static") -> Callab
         m.stdout, m.stderr = io.BytesIO(), io.BytesIO()
         return m
     return make
-
-
-def oracle_entries(binary: Path, args: list[str], func: str) -> int:
-    """Entries of ``func`` in a native run of the -finstrument-functions build."""
-    done = subprocess.run([str(binary), *args], capture_output=True, text=True, env={}, timeout=60)
-    with open(binary, "rb") as f:
-        symtab = ELFFile(f).get_section_by_name(".symtab")
-        addr = next(s["st_value"] for s in symtab.iter_symbols()
-                    if s.name == func and s["st_info"]["type"] == "STT_FUNC")
-    counts = {int(a, 16): int(n) for a, n, _ in (line.split() for line in done.stderr.splitlines())}
-    return counts[addr]
 
 
 # --- a schema check, exact keys and types --------------------------------------------------------
@@ -96,7 +84,7 @@ def test_hits_equal_the_instrumented_build_and_the_tracing_tools(guest_bin: Path
     2*fib(N+1)-1 hits, the -finstrument-functions entries, and the line's EventHandle
     (the tools' count) agrees; nothing is missed."""
     args = ["12"]
-    calls = oracle_entries(guest_bin / "fib.instr", args, "fib")
+    calls = instrumented_entries(guest_bin / "fib.instr", args, "fib")
     assert calls == 2 * fib(13) - 1
     handles: list[Any] = []
 

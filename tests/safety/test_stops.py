@@ -121,34 +121,30 @@ def guest_bin() -> Path:
     return _guest_bin()
 
 
-def test_ctrl_c_ends_kprobe_emu_with_130_and_one_line(guest_bin: Path) -> None:
-    with subprocess.Popen([sys.executable, "-m", "kprobe_emu", "run", str(guest_bin / "hostile"),
-                           "spin"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:
+def _ctrl_c_run(args: list[str], after_s: float) -> tuple[int, str, str]:
+    """``kprobe-emu run ARGS`` in a child interpreter, SIGINT after ``after_s``:
+    (status, stdout, stderr)."""
+    with subprocess.Popen([sys.executable, "-m", "kprobe_emu", "run", *args], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
-            time.sleep(1.0)                     # the interpreter starts, loads, spins
+            time.sleep(after_s)                 # the interpreter starts, loads, spins
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=10)
         finally:
             proc.kill()
-    assert proc.returncode == 130
-    assert err == "kprobe-emu run: interrupted\n" and out == ""
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_ends_kprobe_emu_with_130_and_one_line(guest_bin: Path) -> None:
+    assert _ctrl_c_run([str(guest_bin / "hostile"), "spin"], 1.0) == (
+        130, "", "kprobe-emu run: interrupted\n")
 
 
 def test_ctrl_c_stops_a_child_process_spinning_alone(guest_bin: Path) -> None:
     """The parent waits in wait4, its child spins in its own machine: Ctrl-C
     stops that engine too (every process's machine is watched while it runs)."""
-    with subprocess.Popen([sys.executable, "-m", "kprobe_emu", "run", "--fs", "none",
-                           str(guest_bin / "procs.static"), "spin"], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            time.sleep(1.5)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=10)
-        finally:
-            proc.kill()
-    assert proc.returncode == 130
-    assert err == "kprobe-emu run: interrupted\n" and out == ""
+    assert _ctrl_c_run(["--fs", "none", str(guest_bin / "procs.static"), "spin"], 1.5) == (
+        130, "", "kprobe-emu run: interrupted\n")
 
 
 def test_an_interrupted_program_resumes_with_run(guest_bin: Path) -> None:
