@@ -1,5 +1,7 @@
 """Whole runs of the tracing tools against the unprobed run (issue 12: ``funccount`` and
-``funclatency`` on about 1 M hits cost at most 1.5x ``kprobe-emu run`` of the same program).
+``funclatency`` on about 1 M hits cost at most 1.5x ``kprobe-emu run`` of the same program;
+``trace`` with its fetches in C and its events made in batches, against the same run with
+every event made in Python at the hit).
 
 A sample runs ``kprobe-emu run PROGRAM`` and then ``kprobe-emu TOOL ... PROGRAM``, back to
 back, in this interpreter through :func:`kprobe_emu.cli.main`: the figure covers what the
@@ -19,7 +21,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,14 @@ def _funccount_calls(report: str) -> int:
     return next(int(line.split()[1]) for line in report.splitlines() if line.split()[:1] == ["fib"])
 
 
+def _trace_calls(report: str) -> int:
+    """The events of trace's report: one line per call of fib, each with its argument."""
+    lines = report.splitlines()
+    if not all(" n=" in line for line in lines):
+        raise AssertionError(f"trace printed lines without n=: {lines[:3]}")
+    return len(lines)
+
+
 def _funclatency_calls(report: str) -> int:
     """The ``count:`` of funclatency's summary line; its misses must be none."""
     if "missed: 0" not in report:
@@ -84,7 +94,14 @@ TOOLS: dict[str, tuple[list[str], Callable[[str], int]]] = {
     "funccount": (["funccount", "fib"], _funccount_calls),
     "funclatency": (["funclatency", "fib"], _funclatency_calls),
     "funclatency --clock host": (["funclatency", "--clock", "host", "fib"], _funclatency_calls),
+    # Every call of fib is a trace_pipe line (57,313 on fib(22)): the text is most of it.
+    "trace": (["trace", "-e", "p:fibs fib n=%di:s32"], _trace_calls),
+    "trace, Python events": (["trace", "-e", "p:fibs fib n=%di:s32"], _trace_calls),
 }
+TRACE_N = 22
+# Made the way they were before the native events: all in Python, at the hit.
+PYTHON_EVENTS = frozenset({"trace, Python events"})
+TRACE_RATIO = "trace, native events / Python events"
 
 
 @dataclass
@@ -115,7 +132,8 @@ class WholeRun:
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "report"
             bare = _timed(lambda: self._check_run(["run", *program]))
-            probed = _timed(lambda: self._check_run([*args, "-o", str(report), *program]))
+            with _python_events(self.tool in PYTHON_EVENTS):
+                probed = _timed(lambda: self._check_run([*args, "-o", str(report), *program]))
             self._check_report(report.read_text())
         self.pairs.append((bare, probed))
 
@@ -137,6 +155,19 @@ class WholeRun:
             raise AssertionError(f"{self.tool} counted {got} calls of fib, expected {self.hits}")
 
 
+@contextlib.contextmanager
+def _python_events(on: bool) -> Iterator[None]:
+    """Every event line on the Python path (``probes.events._attach.NATIVE_EVENTS``)."""
+    from probes.events import _attach
+
+    was = _attach.NATIVE_EVENTS
+    _attach.NATIVE_EVENTS = was and not on
+    try:
+        yield
+    finally:
+        _attach.NATIVE_EVENTS = was
+
+
 def _timed(fn: Callable[[], None]) -> float:
     gc.collect()
     start = time.perf_counter()
@@ -145,4 +176,4 @@ def _timed(fn: Callable[[], None]) -> float:
 
 
 def whole_runs(n: int = FIB_N) -> list[WholeRun]:
-    return [WholeRun(tool, n) for tool in TOOLS]
+    return [WholeRun(tool, min(n, TRACE_N) if tool.startswith("trace") else n) for tool in TOOLS]

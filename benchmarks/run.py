@@ -35,7 +35,7 @@ from ._cases import (
 from ._harness import Case
 from ._memory import kretprobes_mib
 from ._targets import KERNEL_US, QILING, TARGETS, peer_figures
-from ._wholerun import WholeRun, whole_runs
+from ._wholerun import TRACE_RATIO, WholeRun, whole_runs
 from .check import Verdict, native_in_use, verdicts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +73,11 @@ def measure(reps: int, with_qiling: bool, console: Console) -> dict:
     results = _results(main, scale, qiling_us, qiling_note, memory, reps)
     results["ratios"]["default settings / raw Unicorn"] = default_raw
     results["whole_runs"] = _whole_run_results(tools)
-    results["ratios"].update({run.name: run.ratio for run in tools})
+    ratios = results["ratios"]
+    ratios.update({run.name: run.ratio for run in tools})
+    native, python = ratios.get("trace / unprobed"), ratios.get("trace, Python events / unprobed")
+    if native is not None and python:          # each against its own paired unprobed runs
+        ratios[TRACE_RATIO] = native / python
     return results
 
 

@@ -200,6 +200,12 @@ class Machine(TaskingMixin, StopsMixin):
         # client (probes) follows every process, as uprobes do.
         self.on_fork: list[Callable[[Machine, Machine], None]] = []
         self.on_exec: list[Callable[[Machine, Machine], None]] = []
+        # Called whenever guest code pauses: at each system call's entry (emu.linux)
+        # and each time the engine stops (the end of a call, a slice, a fault);
+        # one list for every machine of a run too. Clients that buffer what hits
+        # produce (probes.events' native ring) deliver it here, in order with the
+        # guest's own output.
+        self.on_pause: list[Callable[[], None]] = []
         stack = self.mem.map(STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, "[stack]")
         # Where the tids of new tasks come from: None, one more than the highest;
         # the processes of a run (emu.linux) share one allocator.
@@ -537,6 +543,16 @@ class Machine(TaskingMixin, StopsMixin):
         if not self.engine.cut():
             self._uc.emu_stop()
 
+    def _paused(self) -> None:
+        """The engine stopped: :attr:`on_pause`. What a callback raises stops the
+        run as :meth:`abort` would (after an abort already under way)."""
+        for fn in self.on_pause:
+            try:
+                fn()
+            except BaseException as exc:
+                if self._abort_exc is None:
+                    self._abort_exc = exc
+
     @property
     def aborting(self) -> bool:
         """An exception is waiting to stop the run (see :meth:`abort`)."""
@@ -773,6 +789,7 @@ class Machine(TaskingMixin, StopsMixin):
         retired = self.engine.retired(count)
         if not inherit:
             self.clock += retired       # an outermost call's time
+        self._paused()
         aborted = self._take_abort()
         if aborted is not None:
             raise aborted

@@ -360,6 +360,11 @@ class Memory:
             del self._patch_value[a]
         del self._patched[lo:hi]
 
+    def has_patches(self, start: int, end: int) -> bool:
+        """Whether a byte of ``[start, end)`` is patched (reads show its original)."""
+        i = bisect.bisect_left(self._patched, start)
+        return i < len(self._patched) and self._patched[i] < end
+
     def overlaps(self, start: int, end: int) -> bool:
         i = bisect.bisect_left(self._starts, end) - 1
         return i >= 0 and self._regions[i].end > start

@@ -255,6 +255,7 @@ class Scheduler:
             m.clock += done
         if m is not self.m:                 # the run's one clock is the first machine's
             self.m.clock = m.clock
+        m._paused()
         self._after_slice(m, task, error, count, done)
         over = self.max_insns is not None and self.retired >= self.max_insns
         late = self.timeout is not None and time.monotonic() - self._started >= self.timeout

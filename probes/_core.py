@@ -383,6 +383,17 @@ class KprobeManager:
             return None
         return r.start, r.end, r.ptr, r.buf
 
+    def _r_span(self, addr: int) -> tuple[int, int, int, object] | None:
+        """For the native core's trace fetches: ``(start, end, host address, keep)``
+        of the mapping holding ``addr`` when its host bytes are what
+        ``Memory.read`` shows (not executable, so no breakpoint is planted in
+        it), or None (the fetch reads through Python)."""
+        mem = self.m.mem
+        r = mem.region_at(addr)
+        if r is None or r.perms & PROT_X or not r.ptr or mem.has_patches(r.start, r.end):
+            return None
+        return r.start, r.end, r.ptr, r.buf
+
     def find_ret_addr(self, slot: int) -> int | None:
         """``kretprobe_find_ret_addr()``: the real return address the current task's
         kretprobes hijacked at stack address ``slot``, or None."""
@@ -592,8 +603,9 @@ class _NativeManager(KprobeManager):
             return super()._handler_for(site, optimized)      # the single-step: Python
         kind, push_reg, emulate = self._step_of(site.ainsn, optimized)
         pres = [kp.pre_handler for kp in site.active if kp.pre_handler is not None]
-        counts = (tuple(pres) if rp is None and all(type(p) is self.native.Count for p in pres)
-                  else None)                     # counted in C, without the GIL
+        natives = (self.native.Count, self.native.Trace)
+        counts = (tuple(pres) if rp is None and all(type(p) in natives for p in pres)
+                  else None)                     # counted and traced in C, without the GIL
         hit = self.native.Hit(self.core, site, site.active, self._pre_path(site, optimized, forward=False),
                               site.addr, optimized, kind, site.addr + site.ainsn.size,
                               site.ainsn.slot.boost_addr if site.ainsn.slot is not None else 0,

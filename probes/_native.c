@@ -589,7 +589,16 @@ typedef struct {
     Latency *lat;
 } LatencyView;             /* a Latency's entry_handler or handler */
 static PyTypeObject CountType, LatencyType, LatencyEntryType, LatencyReturnType;
+static PyTypeObject TraceEntryType, TraceReturnType;
 static int latency_pure(Latency *lat);
+typedef struct Trace Trace;          /* native trace events: probes/_trace.c */
+typedef struct {
+    PyObject_HEAD
+    Trace *t;
+} TraceView;                         /* a Trace's entry_handler or handler */
+#define TRACE_MAXCAPT 16                 /* a return probe's captures at entry, at most */
+static PyTypeObject TraceType;
+static int act_pure(PyObject *act);
 static void latency_enter(Latency *lat, Instance *ri, void *core);
 static void latency_leave(Latency *lat, Instance *ri, void *core);
 
@@ -599,7 +608,8 @@ struct RpState {
     long long gen;
     unsigned long long nmissed, nunwound;
     char has_handler, has_entry;
-    Latency *entry_act, *ret_act;   /* native actions in place of the handlers, or NULL */
+    PyObject *entry_act, *ret_act;  /* native actions (a Latency, a Trace) in place of the
+                                     * handlers, or NULL */
     Stack *free;
     PyObject **all;                 /* every instance made and still owned */
     Py_ssize_t n_all, cap_all;
@@ -706,13 +716,13 @@ static PyObject *RpState_set_handlers(RpState *self, PyObject *const *args, Py_s
     PyObject *entry = args[0], *handler = args[1];
     self->has_entry = entry != Py_None;
     self->has_handler = handler != Py_None;
-    Latency *e = NULL, *r = NULL;
-    if (Py_TYPE(entry) == &LatencyEntryType)
-        e = ((LatencyView *)entry)->lat;
-    if (Py_TYPE(handler) == &LatencyReturnType)
-        r = ((LatencyView *)handler)->lat;
-    Py_XSETREF(self->entry_act, e != NULL ? (Latency *)Py_NewRef((PyObject *)e) : NULL);
-    Py_XSETREF(self->ret_act, r != NULL ? (Latency *)Py_NewRef((PyObject *)r) : NULL);
+    PyObject *e = NULL, *r = NULL;
+    if (Py_TYPE(entry) == &LatencyEntryType || Py_TYPE(entry) == &TraceEntryType)
+        e = (PyObject *)((LatencyView *)entry)->lat;      /* a TraceView has the same shape */
+    if (Py_TYPE(handler) == &LatencyReturnType || Py_TYPE(handler) == &TraceReturnType)
+        r = (PyObject *)((LatencyView *)handler)->lat;
+    Py_XSETREF(self->entry_act, e != NULL ? Py_NewRef(e) : NULL);
+    Py_XSETREF(self->ret_act, r != NULL ? Py_NewRef(r) : NULL);
     Py_RETURN_NONE;
 }
 
@@ -829,6 +839,9 @@ typedef struct {
     Stack *stack;              /* its in-flight list */
     Span spans[NSPANS];        /* writable spans last used */
     int next_span;
+    PyObject *rspan;           /* rspan(addr) -> a span of non-executable memory, or None */
+    Span rspans[NSPANS];       /* the spans trace fetches read last */
+    int next_rspan;
 } Core;
 
 static void core_forget_spans(Core *c)
@@ -837,6 +850,9 @@ static void core_forget_spans(Core *c)
         c->spans[i].start = c->spans[i].end = 0;
         c->spans[i].ptr = NULL;
         Py_CLEAR(c->spans[i].keep);
+        c->rspans[i].start = c->rspans[i].end = 0;
+        c->rspans[i].ptr = NULL;
+        Py_CLEAR(c->rspans[i].keep);
     }
 }
 
@@ -1027,6 +1043,9 @@ static PyMemberDef Core_members[] = {
     {"on_hot", T_OBJECT, offsetof(Core, on_hot), 0, "on_hot(site), or None"},
     {"on_tidy", T_OBJECT, offsetof(Core, on_tidy), 0, "on_tidy(), or None"},
     {"regs", T_OBJECT, offsetof(Core, regs), READONLY, "the pt_regs handlers get"},
+    {"rspan", T_OBJECT, offsetof(Core, rspan), 0,
+     "rspan(addr) -> (start, end, host address, keep) of non-executable memory, or None "
+     "(trace fetches read there without Python)"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1046,8 +1065,11 @@ static int Core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->on_tidy);
     Py_VISIT(self->task);
     Py_VISIT((PyObject *)self->stack);
-    for (int i = 0; i < NSPANS; i++)
+    Py_VISIT(self->rspan);
+    for (int i = 0; i < NSPANS; i++) {
         Py_VISIT(self->spans[i].keep);
+        Py_VISIT(self->rspans[i].keep);
+    }
     return 0;
 }
 
@@ -1067,6 +1089,7 @@ static int Core_clear(Core *self)
     Py_CLEAR(self->on_tidy);
     Py_CLEAR(self->task);
     Py_CLEAR(self->stack);
+    Py_CLEAR(self->rspan);
     core_forget_spans(self);
     return 0;
 }
@@ -1098,6 +1121,21 @@ static PyTypeObject CoreType = {
 /* === the trampoline ====================================================================== */
 /* The return of a lone instance whose kretprobe has no Python handler to call: no
  * GIL. 1: done; 0: the GIL path must take it. */
+static int trace_leave_pure(Core *c, Trace *t, Instance *ri);
+static PyObject *trace_call(Core *c, PyObject *fn, Trace *t, PyObject *const *args);
+
+/* A handler fn(args[0], args[1]) from a hit path with the GIL: a native trace
+ * action runs with the hitting core (its span cache and clock), others are called. */
+static PyObject *call_handler(Core *c, PyObject *fn, PyObject *const *args)
+{
+    PyTypeObject *tp = Py_TYPE(fn);
+    if (tp == &TraceType)
+        return trace_call(c, fn, (Trace *)fn, args);
+    if (tp == &TraceEntryType || tp == &TraceReturnType)
+        return trace_call(c, fn, ((TraceView *)fn)->t, args);
+    return PyObject_Vectorcall(fn, args, 2, NULL);
+}
+
 static int tramp_pure(Core *c)
 {
     Stack *stack = c->stack;
@@ -1107,15 +1145,18 @@ static int tramp_pure(Core *c)
     RpState *st = ri->state;
     if (ri->fp != c->regs->gpr[R_RSP] - 8 || ri->shared || ri->gen != st->gen)
         return 0;
-    if (!c->running && st->has_handler && (st->ret_act == NULL || !latency_pure(st->ret_act)))
+    if (!c->running && st->has_handler && (st->ret_act == NULL || !act_pure(st->ret_act)))
         return 0;
     if (st->free->n == st->free->cap)
+        return 0;
+    int traced = !c->running && st->ret_act != NULL && Py_TYPE(st->ret_act) == &TraceType;
+    if (traced && trace_leave_pure(c, (Trace *)st->ret_act, ri) != 0)
         return 0;
     stack_pop_nogil(stack);
     if (c->running)
         st->nmissed++;
-    else if (st->ret_act != NULL)
-        latency_leave(st->ret_act, ri, c);
+    else if (st->ret_act != NULL && !traced)
+        latency_leave((Latency *)st->ret_act, ri, c);
     ri->task = NULL;
     stack_push_nogil(st->free, ri);
     *c->cell = ri->ret_addr;
@@ -1167,7 +1208,7 @@ static int tramp_run(Core *c)
         regs->rip = real;
         regs_discard(regs);
         PyObject *args[2] = {(PyObject *)ri, (PyObject *)regs};
-        PyObject *r = handler != Py_None ? PyObject_Vectorcall(handler, args, 2, NULL)
+        PyObject *r = handler != Py_None ? call_handler(c, handler, args)
                                          : Py_NewRef(Py_None);
         if (r == NULL) {
             regs_discard(regs);
@@ -1224,7 +1265,9 @@ typedef struct {
     PyObject *emulate;     /* the emulate op (STEP_PY, STEP_PUSH), or None */
     PyObject *rp;          /* the Kretprobe of a kretprobe entry site, or NULL */
     RpState *state;        /* its state */
-    PyObject *counts;      /* tuple of the Count pre_handlers when every handler is one, or NULL */
+    PyObject *counts;      /* tuple of the native pre_handlers (Count, Trace) when every
+                            * handler is one, or NULL */
+    int traces;            /* Traces among them */
     PyObject *rps, *states;  /* per active probe: its Kretprobe and RpState (None: a kprobe) */
     unsigned long long addr, next, boost;
     int kind, push_reg;
@@ -1236,6 +1279,9 @@ typedef struct {
 
 static PyTypeObject HitType;
 static int hit_run(Hit *h);
+static int hit_traces(Hit *h);
+static int trace_enter_pure(Hit *h, Trace *t, Instance *ri);
+static void trace_entered(Trace *t);
 static int kret_enter(Hit *h, PyObject *rp, RpState *st, int nested);
 
 typedef struct {
@@ -1315,9 +1361,14 @@ static int hit_pure(Hit *h)
         if (h->kind == STEP_PY || (h->kind == STEP_PUSH
                                    && core_word_cached(c, c->regs->gpr[R_RSP] - 8) == NULL))
             return 0;
+        if (h->traces && hit_traces(h) != 0)
+            return 0;
         Py_ssize_t n = PyTuple_GET_SIZE(h->counts);
-        for (Py_ssize_t i = 0; i < n; i++)
-            ((Count *)PyTuple_GET_ITEM(h->counts, i))->value++;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *a = PyTuple_GET_ITEM(h->counts, i);
+            if (Py_TYPE(a) == &CountType)
+                ((Count *)a)->value++;
+        }
         step_pure(h);
         h->hits++;
         core_count_hit(c);
@@ -1327,7 +1378,7 @@ static int hit_pure(Hit *h)
     Stack *stack = c->stack, *free = st->free;
     uint64_t *gpr = c->regs->gpr;
     unsigned long long sp = gpr[R_RSP];
-    if ((st->has_entry && (st->entry_act == NULL || !latency_pure(st->entry_act)))
+    if ((st->has_entry && (st->entry_act == NULL || !act_pure(st->entry_act)))
         || stack == NULL || free->n == 0 || stack->n == stack->cap
         || (stack->n && stack->items[stack->n - 1]->fp <= sp))
         return 0;
@@ -1335,10 +1386,17 @@ static int hit_pure(Hit *h)
     if (slot == NULL || h->kind == STEP_PY
         || (h->kind == STEP_PUSH && core_word_cached(c, sp - 8) == NULL))
         return 0;
+    /* A Trace captures into the data of the instance it takes, before taking it:
+     * a capture that needs the GIL leaves nothing changed but a free instance's data. */
+    int traced = st->entry_act != NULL && Py_TYPE(st->entry_act) == &TraceType;
+    if (traced && trace_enter_pure(h, (Trace *)st->entry_act, free->items[free->n - 1]) != 0)
+        return 0;
     Instance *ri = stack_pop_nogil(free);
     ri->task = c->task;
-    if (st->entry_act != NULL)
-        latency_enter(st->entry_act, ri, c);
+    if (traced)
+        trace_entered((Trace *)st->entry_act);
+    else if (st->entry_act != NULL)
+        latency_enter((Latency *)st->entry_act, ri, c);
     uint64_t ret, t = c->tramp;
     memcpy(&ret, slot, 8);
     ri->ret_addr = ret;
@@ -1444,7 +1502,7 @@ static int hit_kprobe(Hit *h)
             }
         }
         PyObject *args[2] = {kp, (PyObject *)regs};
-        PyObject *r = PyObject_Vectorcall(pre, args, 2, NULL);
+        PyObject *r = call_handler(c, pre, args);
         if (r == NULL) {
             regs_discard(regs);
             hand_over(c->failed, pre);
@@ -1524,7 +1582,7 @@ static int kret_enter(Hit *h, PyObject *rp, RpState *st, int nested)
         }
         regs_discard(regs);
         PyObject *args[2] = {(PyObject *)ri, (PyObject *)regs};
-        PyObject *r = entry != Py_None ? PyObject_Vectorcall(entry, args, 2, NULL)
+        PyObject *r = entry != Py_None ? call_handler(c, entry, args)
                                        : Py_NewRef(Py_None);
         int skip;
         if (r == NULL) {
@@ -1695,16 +1753,21 @@ static int Hit_init(Hit *self, PyObject *args, PyObject *kwds)
     if (counts != Py_None) {
         if (!PyTuple_Check(counts)) {
             Py_XDECREF(state);
-            PyErr_SetString(PyExc_TypeError, "Hit: counts must be a tuple of Count or None");
+            PyErr_SetString(PyExc_TypeError, "Hit: counts must be a tuple of Count/Trace or None");
             return -1;
         }
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(counts); i++)
-            if (Py_TYPE(PyTuple_GET_ITEM(counts, i)) != &CountType) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(counts); i++) {
+            PyTypeObject *tp = Py_TYPE(PyTuple_GET_ITEM(counts, i));
+            if (tp != &CountType && tp != &TraceType) {
                 Py_XDECREF(state);
-                PyErr_SetString(PyExc_TypeError, "Hit: counts must be a tuple of Count or None");
+                PyErr_SetString(PyExc_TypeError, "Hit: counts must be a tuple of Count/Trace or None");
                 return -1;
             }
+        }
     }
+    self->traces = 0;
+    for (Py_ssize_t i = 0; counts != Py_None && i < PyTuple_GET_SIZE(counts); i++)
+        self->traces += Py_TYPE(PyTuple_GET_ITEM(counts, i)) == &TraceType;
     Py_XSETREF(self->core, (Core *)Py_NewRef(core));
     Py_XSETREF(self->site, Py_NewRef(site));
     Py_XSETREF(self->active, Py_NewRef(active));
@@ -2215,6 +2278,14 @@ static PyTypeObject LatencyType = {
     .tp_members = Latency_members,
 };
 
+/* === native trace events ==================================================================== */
+#include "_trace.c"
+
+static int act_pure(PyObject *act)
+{
+    return Py_TYPE(act) == &TraceType || latency_pure((Latency *)act);
+}
+
 /* === module ================================================================================ */
 static PyObject *addresses(PyObject *self, PyObject *noargs)
 {
@@ -2252,9 +2323,11 @@ PyMODINIT_FUNC PyInit__native(void)
         return NULL;
     PyTypeObject *types[] = {&RegsType, &InstanceType, &StackType, &RpStateType, &CoreType,
                              &HitType, &CountType, &LatencyType, &LatencyEntryType,
-                             &LatencyReturnType};
+                             &LatencyReturnType, &RingType, &TraceType, &TraceEntryType,
+                             &TraceReturnType};
     const char *names[] = {"Regs", "Instance", "Stack", "RpState", "Core", "Hit", "Count",
-                           "Latency", "LatencyEntry", "LatencyReturn"};
+                           "Latency", "LatencyEntry", "LatencyReturn", "Ring", "Trace",
+                           "TraceEntry", "TraceReturn"};
     int ntypes = (int)(sizeof types / sizeof types[0]);
     for (int i = 0; i < ntypes; i++)
         if (PyType_Ready(types[i]) < 0)

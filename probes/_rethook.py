@@ -75,6 +75,7 @@ class Rethook:
                                    m.abort, mgr.handler_failed, self.addr, cell, buf, UC_ID["rip"],
                                    hits.address(), hits, m._clock.address(), counting, counter,
                                    (m._clock, m.engine))
+        mgr.core.rspan = mgr._r_span
         mgr.m.hook_code_native(self.addr, ADDRESSES["tramp_code"], mgr.core)
         mgr.m.on_switch.append(self._switched)
         self._switched(mgr.m.current_task)

@@ -58,14 +58,17 @@ def test_optimized_probes_on_the_framed_functions_leave_results_alone() -> None:
 
 
 def test_whole_runs_of_the_tools_count_every_call() -> None:
-    """funccount and funclatency against run, in-process, on fib.static 12: each
-    sample checks the status, the guest's output and the report's count of calls."""
+    """funccount, funclatency and trace (native and Python events) against run,
+    in-process, on fib.static 12: each sample checks the status, the guest's output
+    and the report's count of calls."""
     from benchmarks._wholerun import fib_calls, whole_runs
     from tests.guests import guest_bin
 
     guest_bin()
     assert fib_calls(28) == 1_028_457           # the benchmark's "about 1 M hits"
-    for run in whole_runs(12):
+    runs = whole_runs(12)
+    assert {"trace", "trace, Python events"} <= {run.tool for run in runs}
+    for run in runs:
         run.sample()
         assert run.hits == fib_calls(12) == 465
         assert len(run.pairs) == 1 and run.ratio > 0 and run.wants_sample()

@@ -190,7 +190,7 @@ def _fresh_machine(k: Kernel, old: Machine) -> Machine:
     nm.stdout, nm.stderr = old.stdout, old.stderr
     nm.unknown_syscalls = old.unknown_syscalls
     nm.next_tid = old.next_tid
-    nm.on_fork, nm.on_exec = old.on_fork, old.on_exec
+    nm.on_fork, nm.on_exec, nm.on_pause = old.on_fork, old.on_exec, old.on_pause
     nm.clock = old.clock
     nm.sched = old.sched
     nm._depth = old._depth

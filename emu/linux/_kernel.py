@@ -237,6 +237,8 @@ class Kernel:
 
         def on_syscall(_uch: Any, _user: Any) -> None:
             try:
+                for pause in m.on_pause:    # buffered trace events go out first
+                    pause()
                 nr = gpr[RAX]
                 # The calling task's process: a vfork child runs in its parent's machine.
                 task = m.current_task

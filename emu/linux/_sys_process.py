@@ -175,6 +175,7 @@ def _copy_machine(p: Machine) -> Machine:
     c.unknown_syscalls = p.unknown_syscalls
     c.next_tid = p.next_tid
     c.on_fork = p.on_fork               # one list for the whole run: probes follow every process
+    c.on_pause = p.on_pause
     c.clock = p.clock
     c.sched = p.sched
     c._depth = p._depth

@@ -25,6 +25,7 @@ from typing import Any
 from emu import Machine
 from emu._memory import PROT_X
 
+from .._cnative import NATIVE
 from .._errors import ProbeError
 from .._kprobe import Kprobe
 from .._kretprobe import Kretprobe, KretprobeInstance
@@ -34,15 +35,20 @@ from ._aggregate import CountSink, Log2Sink
 from ._errors import ParseError
 from ._event import Event
 from ._fetch import FetchContext, Fetcher, compile_arg, format_value
+from ._native import Compiled, compile_line, flush, ring_of
 from ._parse import check_append, parse
 from ._types import ProbeSpec
 
-__all__ = ["attach", "EventHandle", "Sink", "CLOCKS", "DEFAULT_MAXACTIVE"]
+__all__ = ["attach", "EventHandle", "Sink", "CLOCKS", "DEFAULT_MAXACTIVE", "NATIVE_EVENTS"]
 
 Sink = Callable[[Event], Any]
 CLOCKS = ("virtual", "host")
 DEFAULT_MAXACTIVE = 0          # 0: the kretprobe's default (the kernel's max(10, 2 * NR_CPUS))
 _EXT_KEY = "probes.events"
+# Lines whose fetch arguments compile run them in C (probes.events._native) when
+# the native core is built; False keeps every line on the Python path (tests
+# compare the two).
+NATIVE_EVENTS = True
 
 
 class EventHandle:
@@ -53,7 +59,11 @@ class EventHandle:
         hits: events made (the kernel's ``nhit``: ``kprobe_dispatcher`` and
             ``kretprobe_dispatcher`` count the hits that reach them).
         missed: hits that made no event (no free instance, or inside a handler).
+        native: the line's fetches run in C and its events are made in batches
+            (:mod:`probes.events._native`).
     """
+
+    native = False
 
     def __init__(self, m: Machine, spec: ProbeSpec, probe: Kprobe | Kretprobe) -> None:
         self.m = m
@@ -141,8 +151,12 @@ def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxacti
     check_append([h.spec for h in registry.get((spec.group, spec.event), [])], spec)
     fetchers = [compile_arg(arg, spec.kind) for arg in spec.args]
     _check_machine(m, spec, fetchers)
+    compiled: Compiled | None = None
     if isinstance(sink, CountSink | Log2Sink) and not stack and sink.native_for(spec, fetchers):
         handle = _attach_native(m, spec, sink, clock, maxactive)
+    elif (NATIVE is not None and NATIVE_EVENTS and not stack
+          and (compiled := compile_line(fetchers, spec.kind)) is not None):
+        handle = _attach_trace(m, spec, fetchers, compiled, sink, clock, maxactive)
     else:
         if clock == "virtual":
             m.exact_clock = True
@@ -300,17 +314,10 @@ class _Builder:
 
     def _emit(self, ts: int, kind: str, addr: int, values: list[Any], regs: PtRegs, *,
               caller: int | None = None, entry_ts: int | None = None) -> None:
-        m, spec, fetchers = self._machine(regs), self.spec, self.fetchers
-        task = m.current_task
-        args = {f.name: v for f, v in zip(fetchers, values, strict=True)}
-        func = m.symbols.lookup(addr)
-        ev = Event(ts, task.tid, task.comm, spec.group or "kprobes", spec.event, kind,
-                   m.symbolize(addr), m.symbolize(caller) if caller is not None else None, args,
-                   entry_ts=entry_ts,
-                   texts=lambda: [f"{f.name}={format_value(f, v)}" for f, v in zip(fetchers, values,
-                                                                                   strict=True)],
-                   ip_text=_with_size(m, addr), caller_text=_with_size(m, caller) if caller else "",
-                   func=func.name if func is not None else f"{addr:#x}", pid=task.pid)
+        flush(self.m)               # the native lines' events that came first go first
+        m = self._machine(regs)
+        ev = _event(m.current_task, self.spec, self.fetchers, ts, kind, place(m, addr), values,
+                    caller=place(m, caller) if caller is not None else None, entry_ts=entry_ts)
         if self.stack:
             ev.stack = stack_trace(m, regs)
         assert self.handle is not None
@@ -341,6 +348,93 @@ class _Builder:
         values = [f.fetch(ctx) for f in self.fetchers]
         self._emit(ts, "r", func_addr or (ri.rp.addr or 0), values, regs, caller=regs.rip,
                    entry_ts=entry_ts)
+
+
+Place = tuple[str, str, str]
+
+
+def place(m: Machine, addr: int) -> Place:
+    """How an event shows ``addr``: ``sym+0xoff``, with ``/0xsize`` (``%pS``), and the
+    function's name."""
+    func = m.symbols.lookup(addr)
+    return (m.symbolize(addr), _with_size(m, addr),
+            func.name if func is not None else f"{addr:#x}")
+
+
+def _event(task: Any, spec: ProbeSpec, fetchers: list[Fetcher], ts: int, kind: str, at: Place,
+           values: list[Any], *, caller: Place | None = None, entry_ts: int | None = None) -> Event:
+    """The event of one hit of ``spec`` by ``task`` at ``at``, from its fetched values."""
+    args = {f.name: v for f, v in zip(fetchers, values, strict=True)}
+    return Event(ts, task.tid, task.comm, spec.group or "kprobes", spec.event, kind,
+                 at[0], caller[0] if caller is not None else None, args, entry_ts=entry_ts,
+                 texts=lambda: [f"{f.name}={format_value(f, v)}" for f, v in zip(fetchers, values,
+                                                                                 strict=True)],
+                 ip_text=at[1], caller_text=caller[1] if caller is not None else "", func=at[2],
+                 pid=task.pid)
+
+
+class _TraceHandle(EventHandle):
+    """An event whose fetches run in C (:mod:`probes.events._native`): its
+    events are made when the machine's ring is drained; ``hits`` counts the
+    records written, so it is final at once."""
+
+    native = True
+
+    def __init__(self, m: Machine, spec: ProbeSpec, probe: Kprobe | Kretprobe, trace: Any) -> None:
+        self.trace = trace
+        super().__init__(m, spec, probe)
+
+    @property
+    def entries(self) -> int:
+        return int(self.trace.entries)
+
+    @entries.setter
+    def entries(self, value: int) -> None:        # EventHandle.__init__'s 0: counted in C
+        pass
+
+    @property
+    def hits(self) -> int:
+        return int(self.trace.hits)
+
+    def detach(self) -> None:
+        flush(self.m)                # its records become events before it goes
+        super().detach()
+
+
+def _attach_trace(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher], compiled: Compiled, sink: Sink,
+                  clock: str, maxactive: int | None) -> EventHandle:
+    """The line's probe with a native ``Trace`` as its handlers; the ring's drain
+    makes its events."""
+    if clock == "virtual":
+        m.exact_clock = True
+    state = ring_of(m)
+    handle: EventHandle | None = None
+    probe: Kprobe | Kretprobe
+
+    def emit(where: Callable[[int], Place], task: Any, ts: int, ip: int, caller: int,
+             entry_ts: int, values: list[Any]) -> None:
+        assert handle is not None
+        if spec.is_return:
+            ev = _event(task, spec, fetchers, ts, "r", where(ip or (probe.addr or 0)), values,
+                        caller=where(caller), entry_ts=entry_ts)
+        else:
+            ev = _event(task, spec, fetchers, ts, "p", where(ip), values)
+        handle.events += 1
+        sink(ev)
+
+    trace = NATIVE.Trace(state.ring, state.add(compiled.args, emit), clock == "virtual",
+                         compiled.code, compiled.nargs, compiled.ecode, compiled.ncapt,
+                         compiled.max_record, compiled.flags)
+    if spec.is_return:
+        probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, handler=trace.handler,
+                          entry_handler=trace.entry_handler, data_size=trace.data_size,
+                          maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
+    else:
+        probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
+                       offset=spec.offset, pre_handler=trace)
+    handle = _TraceHandle(m, spec, probe, trace)
+    _register(m, spec, probe)
+    return handle
 
 
 def _with_size(m: Machine, addr: int | None) -> str:
