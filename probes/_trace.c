@@ -323,7 +323,8 @@ static int stack_nth(Env *e, uint64_t n, uint64_t *v)
     return rc == 1 ? 0 : rc;
 }
 
-/* strncpy_from_kernel_nofault into dst (MAX_STR bytes): the length, or 1 + ... see rc. */
+/* strncpy_from_kernel_nofault into dst (room for MAX_STR bytes; no NUL is stored):
+ * 0 (*len: the bytes before the NUL, at most MAX_STR), 1 a fault, NEED_GIL, or -1. */
 static int read_string(Env *e, uint64_t addr, char *dst, Py_ssize_t *len)
 {
     Py_ssize_t n = 0;
