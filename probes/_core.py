@@ -601,7 +601,7 @@ class _NativeManager(KprobeManager):
         rp = only._kretprobe if only is not None else None
         if rp is None and site.posts and not optimized:
             return super()._handler_for(site, optimized)      # the single-step: Python
-        kind, push_reg, emulate = self._step_of(site.ainsn, optimized)
+        kind, reg, arg, emulate = self._step_of(site.ainsn, optimized)
         pres = [kp.pre_handler for kp in site.active if kp.pre_handler is not None]
         natives = (self.native.Count, self.native.Trace)
         counts = (tuple(pres) if rp is None and all(type(p) in natives for p in pres)
@@ -609,7 +609,7 @@ class _NativeManager(KprobeManager):
         hit = self.native.Hit(self.core, site, site.active, self._pre_path(site, optimized, forward=False),
                               site.addr, optimized, kind, site.addr + site.ainsn.size,
                               site.ainsn.slot.boost_addr if site.ainsn.slot is not None else 0,
-                              push_reg, emulate, rp, counts)
+                              reg, emulate, rp, counts, arg)
         if not optimized and self._wants_hook(site):
             hit.promote_at = PROMOTE_AFTER       # a hook when it proves hot (_hot)
         return hit
@@ -679,20 +679,27 @@ class _NativeManager(KprobeManager):
                 h.base = h.hits
 
     @staticmethod
-    def _step_of(ainsn: ArchInsn, optimized: bool) -> tuple[int, int, Any]:
-        """How the C path steps the probed instruction: (kind, register, emulate op)."""
+    def _step_of(ainsn: ArchInsn, optimized: bool) -> tuple[int, int, int, Any]:
+        """How the C path steps the probed instruction: (kind, register, operand,
+        emulate op): a push or pop's register, a jmp or call's target, the bytes a
+        ret pops past the return address."""
         if optimized:
-            return _STEP_NONE, 0, None
+            return _STEP_NONE, 0, 0, None
         op = ainsn.emulate
         if op is None:
-            return _STEP_BOOST, 0, None
+            return _STEP_BOOST, 0, 0, None
         shape = shape_of(op)
         if shape == "nop":
-            return _STEP_NOP, 0, op
-        if isinstance(shape, tuple) and shape[0] == "push":
-            return _STEP_PUSH, shape[1], op
-        return _STEP_PY, 0, op
+            return _STEP_NOP, 0, 0, op
+        if isinstance(shape, tuple):
+            name, operand = shape
+            if name in ("push", "pop"):
+                return _STEP_OF[name], operand, 0, op
+            return _STEP_OF[name], 0, operand, op
+        return _STEP_PY, 0, 0, op
 
 
 # probes/_native.c's step kinds
-_STEP_NONE, _STEP_NOP, _STEP_PUSH, _STEP_BOOST, _STEP_PY = range(5)
+_STEP_NONE, _STEP_NOP, _STEP_PUSH, _STEP_BOOST, _STEP_PY, _STEP_POP, _STEP_JMP, _STEP_CALL, _STEP_RET = \
+    range(9)
+_STEP_OF = {"push": _STEP_PUSH, "pop": _STEP_POP, "jmp": _STEP_JMP, "call": _STEP_CALL, "ret": _STEP_RET}

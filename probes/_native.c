@@ -41,7 +41,8 @@ typedef struct uc_struct uc_engine;
 typedef int (*uc_reg_rw_t)(uc_engine *uc, int regid, void *value);
 
 enum { R_RSP = 4, R_RIP = 16, NR_FAST = 17, K_EFLAGS = -1 };
-enum { STEP_NONE = 0, STEP_NOP = 1, STEP_PUSH = 2, STEP_BOOST = 3, STEP_PY = 4 };
+enum { STEP_NONE = 0, STEP_NOP = 1, STEP_PUSH = 2, STEP_BOOST = 3, STEP_PY = 4, STEP_POP = 5,
+       STEP_JMP = 6, STEP_CALL = 7, STEP_RET = 8 };
 #define NOT_FIRING 0x3     /* KPROBE_FLAG_GONE | KPROBE_FLAG_DISABLED */
 
 static PyObject *s_handler, *s_rp_handler, *s_gone, *s_pre_handler, *s_flags,
@@ -1262,7 +1263,7 @@ typedef struct {
     PyObject *site;        /* the _Site: .handler (when stale), .gone */
     PyObject *active;      /* tuple of the enabled Kprobes */
     PyObject *general;     /* the Python hit path, general(addr) */
-    PyObject *emulate;     /* the emulate op (STEP_PY, STEP_PUSH), or None */
+    PyObject *emulate;     /* the emulate op of an emulated step (what C cannot do), or None */
     PyObject *rp;          /* the Kretprobe of a kretprobe entry site, or NULL */
     RpState *state;        /* its state */
     PyObject *counts;      /* tuple of the native pre_handlers (Count, Trace) when every
@@ -1270,7 +1271,8 @@ typedef struct {
     int traces;            /* Traces among them */
     PyObject *rps, *states;  /* per active probe: its Kretprobe and RpState (None: a kprobe) */
     unsigned long long addr, next, boost;
-    int kind, push_reg;
+    unsigned long long arg;   /* a jmp or call's target; the bytes a ret pops past the address */
+    int kind, push_reg;       /* push_reg: a push or pop's register */
     char optimized, stale; /* stale: the site is served by another handler now */
     unsigned long long hits;        /* hits taken (any path) */
     unsigned long long base;        /* hits at the optimizer's last look */
@@ -1296,8 +1298,25 @@ static int call_general(Hit *h)
     return r == NULL ? -1 : 0;
 }
 
-/* The probed instruction's step without the GIL, for the shapes C does: 1 done,
- * 0 not here (nothing changed). */
+/* The stack word a step reads or writes: 1 (rsp - 8 for a push or call, rsp for a
+ * pop or ret), 0 (rsp), -1 none. */
+static inline int step_word(int kind)
+{
+    return kind == STEP_PUSH || kind == STEP_CALL ? 1
+         : kind == STEP_POP || kind == STEP_RET ? 0 : -1;
+}
+
+/* The step will be done without the GIL: a shape C does, its stack word cached. */
+static inline int step_ready(Hit *h)
+{
+    int w = step_word(h->kind);
+    return h->kind != STEP_PY
+        && (w < 0 || core_word_cached(h->core, h->core->regs->gpr[R_RSP] - 8 * (uint64_t)w) != NULL);
+}
+
+/* The probed instruction's step without the GIL, for the shapes C does
+ * (arch/x86/kernel/kprobes/core.c's kprobe_emulate_*; a stack word outside the
+ * writable spans cached is the Python op's): 1 done, 0 not here (nothing changed). */
 static inline int step_pure(Hit *h)
 {
     Core *c = h->core;
@@ -1322,6 +1341,41 @@ static inline int step_pure(Hit *h)
         gpr[R_RIP] = h->next;
         return 1;
     }
+    case STEP_POP: {
+        char *p = core_word_cached(c, gpr[R_RSP]);
+        if (p == NULL)
+            return 0;
+        uint64_t v;
+        memcpy(&v, p, 8);
+        gpr[R_RSP] += 8;
+        gpr[h->push_reg] = v;             /* pop rsp: the loaded value wins */
+        gpr[R_RIP] = h->next;
+        return 1;
+    }
+    case STEP_JMP:
+        gpr[R_RIP] = h->arg;
+        return 1;
+    case STEP_CALL: {
+        unsigned long long sp = gpr[R_RSP] - 8;
+        char *p = core_word_cached(c, sp);
+        if (p == NULL)
+            return 0;
+        uint64_t ret = h->next;
+        memcpy(p, &ret, 8);
+        gpr[R_RSP] = sp;
+        gpr[R_RIP] = h->arg;
+        return 1;
+    }
+    case STEP_RET: {
+        char *p = core_word_cached(c, gpr[R_RSP]);
+        if (p == NULL)
+            return 0;
+        uint64_t target;
+        memcpy(&target, p, 8);
+        gpr[R_RSP] += 8 + h->arg;
+        gpr[R_RIP] = target;
+        return 1;
+    }
     default:
         return 0;
     }
@@ -1333,7 +1387,8 @@ static int hit_step(Hit *h)
 {
     Core *c = h->core;
     uint64_t *gpr = c->regs->gpr;
-    if (h->kind == STEP_PUSH && core_stack_word(c, gpr[R_RSP] - 8) == NULL && PyErr_Occurred())
+    int w = step_word(h->kind);
+    if (w >= 0 && core_stack_word(c, gpr[R_RSP] - 8 * (uint64_t)w) == NULL && PyErr_Occurred())
         return -1;
     if (step_pure(h))
         return 0;
@@ -1358,8 +1413,7 @@ static int hit_pure(Hit *h)
     if (h->rp == NULL) {
         if (h->counts == NULL)
             return 0;
-        if (h->kind == STEP_PY || (h->kind == STEP_PUSH
-                                   && core_word_cached(c, c->regs->gpr[R_RSP] - 8) == NULL))
+        if (!step_ready(h))
             return 0;
         if (h->traces && hit_traces(h) != 0)
             return 0;
@@ -1383,8 +1437,7 @@ static int hit_pure(Hit *h)
         || (stack->n && stack->items[stack->n - 1]->fp <= sp))
         return 0;
     char *slot = core_word_cached(c, sp);
-    if (slot == NULL || h->kind == STEP_PY
-        || (h->kind == STEP_PUSH && core_word_cached(c, sp - 8) == NULL))
+    if (slot == NULL || !step_ready(h))
         return 0;
     /* A Trace captures into the data of the instance it takes, before taking it:
      * a capture that needs the GIL leaves nothing changed but a free instance's data. */
@@ -1725,16 +1778,18 @@ static int hit_trap(void *user, uc_engine *uc, uint64_t address)
 static int Hit_init(Hit *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"core", "site", "active", "general", "addr", "optimized", "kind",
-                             "next", "boost", "push_reg", "emulate", "rp", "counts", NULL};
+                             "next", "boost", "push_reg", "emulate", "rp", "counts", "arg", NULL};
     PyObject *core, *site, *active, *general, *emulate, *rp, *counts;
-    unsigned long long addr, next, boost;
+    unsigned long long addr, next, boost, arg = 0;
     int optimized, kind, push_reg;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OKpiKKiOOO", kwlist, &CoreType, &core, &site,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OKpiKKiOOO|K", kwlist, &CoreType, &core, &site,
                                      &PyTuple_Type, &active, &general, &addr, &optimized, &kind,
-                                     &next, &boost, &push_reg, &emulate, &rp, &counts))
+                                     &next, &boost, &push_reg, &emulate, &rp, &counts, &arg))
         return -1;
-    if (kind < STEP_NONE || kind > STEP_PY || (kind == STEP_PUSH && (push_reg < 0 || push_reg >= R_RIP))
-        || ((kind == STEP_PY || kind == STEP_PUSH) && !PyCallable_Check(emulate))
+    int emulated = kind != STEP_NONE && kind != STEP_NOP && kind != STEP_BOOST;
+    if (kind < STEP_NONE || kind > STEP_RET
+        || ((kind == STEP_PUSH || kind == STEP_POP) && (push_reg < 0 || push_reg >= R_RIP))
+        || (kind == STEP_RET && arg > 0xFFFF) || (emulated && !PyCallable_Check(emulate))
         || (!optimized && kind == STEP_NONE) || (optimized && kind != STEP_NONE)) {
         PyErr_SetString(PyExc_ValueError, "Hit: inconsistent step");
         return -1;
@@ -1811,6 +1866,7 @@ static int Hit_init(Hit *self, PyObject *args, PyObject *kwds)
     self->boost = boost;
     self->kind = kind;
     self->push_reg = push_reg;
+    self->arg = arg;
     self->optimized = (char)optimized;
     self->stale = 0;
     self->hits = self->base = self->promote_at = 0;

@@ -215,6 +215,46 @@ def test_any_line_attaches_or_raises_parse_error(sandbox: Sandbox, program: str,
         reject()
 
 
+# --- native events against the Python path, in the sandbox's child ---------------------------------
+def collect_events(lines: list[str], maxactive: int | None, native: bool) -> dict[str, Any]:
+    """Attach the lines that attach with ``NATIVE_EVENTS = native``, run the program: its
+    status and output, and each event's text and JSON."""
+    import json
+
+    from emu import Machine
+    from probes import ProbeError
+    from probes.events import _attach, attach, format_event
+
+    name, argv, _, _ = PROGRAM
+    m = Machine.from_elf(str(BIN_DIR / name), argv)
+    m.stdout, m.stderr = io.BytesIO(), io.BytesIO()
+    events: list[tuple[str, str]] = []
+    was, _attach.NATIVE_EVENTS = _attach.NATIVE_EVENTS, native
+    try:
+        for line in lines:
+            try:
+                attach(m, line, lambda ev: events.append((format_event(ev), json.dumps(ev.to_dict()))),
+                       maxactive=maxactive)
+            except ProbeError:          # ParseError too
+                pass
+        status = m.run(max_insns=50_000_000, timeout=20)
+    finally:
+        _attach.NATIVE_EVENTS = was
+    return {"status": status, "stdout": m.stdout.getvalue(), "events": events}
+
+
+@budget(60)
+@given(lines=st.lists(good_line, min_size=1, max_size=4), maxactive=st.sampled_from([None, 1, 4096]))
+def test_native_events_are_the_python_events(sandbox: Sandbox, program: str, lines: list[str],
+                                             maxactive: int | None) -> None:
+    """probes.events._native: the same events, text and JSON, as the Python path."""
+    def run(native: bool) -> dict[str, Any]:
+        out: dict[str, Any] = sandbox.check(collect_events, lines, maxactive, native, timeout=60)
+        return out
+
+    assert run(True) == run(False)
+
+
 # Cases kept from the fuzzer's runs: (id, lines, the outcome of each, (mark, bug) while a bug
 # makes them fail, else None). The fuzzer found no failure of the language; these pin
 # what it met on the way.

@@ -145,3 +145,81 @@ def test_writable_spans_come_from_the_memory_map(m: Machine) -> None:
     assert span is not None and span[0] <= sp - 8 < span[1] and span[2]
     assert mgr._rw_span(mgr.trampoline) is None       # read and execute only
     assert mgr._rw_span(0) is None                    # unmapped
+
+
+STEPS = """
+pop_ret:
+    push rbx
+    mov rbx, rdi
+    lea rax, [rbx + 1]
+at_pop:
+    pop rbx
+    ret
+callee:
+    lea rax, [rdi + 100]
+at_ret:
+    ret
+caller:
+at_call:
+    call callee
+at_jmp:
+    jmp caller_tail
+    ud2
+caller_tail:
+    add rax, 1
+    ret
+popped:
+at_ret16:
+    ret 16
+drop:
+    xor eax, eax
+    push 7
+    push 8
+    call popped
+    ret
+"""
+STEP_SITES = {"at_pop": b"\x5b", "at_ret": b"\xc3", "at_call": b"\xe8", "at_jmp": b"\xeb",
+              "at_ret16": b"\xc2"}
+
+
+@pytest.mark.parametrize("handler", [False, True], ids=["handler-less", "handler"])
+def test_pop_jmp_call_and_ret_are_stepped_in_c(handler: bool) -> None:
+    """pop reg, jmp rel, call rel, ret and ret imm16 at a probe give what the
+    unprobed run gives; with the native core they are stepped in C (their kind),
+    with or without the GIL."""
+    bare = Machine.from_asm(STEPS)
+    want = [bare.call("pop_ret", 5), bare.call("caller", 1), bare.call("drop")]
+    m = Machine.from_asm(STEPS)
+    hits: list[int] = []
+    for label, opcode in STEP_SITES.items():
+        assert m.read(m.symbols[label], 1) == opcode
+        register_kprobe(m, Kprobe(addr=m.symbols[label],
+                                  pre_handler=(lambda kp, regs: hits.append(kp.addr) or 0)
+                                  if handler else None))
+    assert [m.call("pop_ret", 5), m.call("caller", 1), m.call("drop")] == want == [6, 102, 0]
+    assert len(hits) == (5 if handler else 0)
+    if NATIVE is not None:
+        from probes._core import _STEP_CALL, _STEP_JMP, _STEP_POP, _STEP_RET
+        mgr = get_manager(m)
+        kinds = [mgr._step_of(mgr.sites[m.symbols[label]].ainsn, False)[0] for label in STEP_SITES]
+        assert kinds == [_STEP_POP, _STEP_RET, _STEP_CALL, _STEP_JMP, _STEP_RET]
+
+
+def test_an_emulated_ret_faults_as_the_cpu_once_a_handler_unmaps_the_stack_word() -> None:
+    """The C ret reads through a cached host pointer: a handler that makes the
+    stack unreadable sends it to the Python op, which faults at the ret."""
+    m = Machine.from_asm(STEPS)
+    ret_at = m.symbols["at_ret"]
+
+    def pre(kp: Kprobe, regs) -> int:  # type: ignore[no-untyped-def]
+        page = regs.rsp & ~(PAGE - 1)
+        m.mem.protect(page, page + PAGE, 0)
+        return 0
+
+    kp = Kprobe(addr=ret_at, pre_handler=lambda kp, regs: 0)
+    register_kprobe(m, kp)
+    assert m.call("callee", 1) == 101        # the stack span is cached now
+    kp.pre_handler = pre
+    with pytest.raises(GuestFault) as info:
+        m.call("callee", 1)
+    assert info.value.rip == ret_at

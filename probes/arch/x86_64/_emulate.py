@@ -66,17 +66,21 @@ def _builder(*ids: int) -> Callable[[_Builder], _Builder]:
 
 def shape_of(op: EmulateOp) -> object:
     """What ``op`` does, for the native core (probes/_native.c), which does the
-    same in C: ``"nop"`` (RIP past it), ``("push", fast index)`` (push a
-    register; the op itself still runs where the stack is not plainly writable,
-    so a fault comes out the same), or None. Read from the op's code and
-    closure, not stored on it: a function attribute would cost each probe a
-    dict."""
+    same in C: ``"nop"`` (RIP past it), ``("push", fast index)``, ``("pop", fast
+    index)``, ``("jmp", target)``, ``("call", target)`` (relative ones) and
+    ``("ret", bytes popped past the return address)``, or None. Where the stack
+    word is not in plainly readable and writable memory the op itself still
+    runs, so a fault comes out the same. Read from the op's code and closure, not
+    stored on it: a function attribute would cost each probe a dict."""
     code = getattr(op, "__code__", None)
     if code is _NOP_CODE:
         return "nop"
-    if code is _PUSH_REG_CODE and op.__closure__ is not None:
-        return ("push", op.__closure__[code.co_freevars.index("idx")].cell_contents)
-    return None
+    name = _SHAPES.get(code)        # type: ignore[arg-type]
+    if name is None or op.__closure__ is None:
+        return None
+    free = dict(zip(code.co_freevars, op.__closure__, strict=True))   # type: ignore[union-attr]
+    operand = {"push": "idx", "pop": "idx", "jmp": "target", "call": "target", "ret": "extra"}[name]
+    return (name, free[operand].cell_contents)
 
 
 def build_emulate_op(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
@@ -249,7 +253,10 @@ def _jmp(m: Machine, insn: CsInsn, real: RealCopy) -> EmulateOp | None:
     op = insn.operands[0]
     if op.type == X.X86_OP_IMM:
         target = op.imm & MASK64
-        return lambda: target
+
+        def jmp_rel() -> int:
+            return target
+        return jmp_rel
     read = _operand_reader(m, insn)
     if read is None:
         return None
@@ -359,4 +366,8 @@ def _inner_code(builder: Callable[..., object], name: str) -> CodeType:
 
 # The ops shape_of recognizes, by their code.
 _NOP_CODE = _inner_code(_nop, "nop")
-_PUSH_REG_CODE = _inner_code(_push, "push_reg")
+_SHAPES: dict[CodeType, str] = {
+    _inner_code(_push, "push_reg"): "push", _inner_code(_pop, "pop_reg"): "pop",
+    _inner_code(_jmp, "jmp_rel"): "jmp", _inner_code(_call, "call_rel"): "call",
+    _inner_code(_ret, "ret"): "ret",
+}
