@@ -585,18 +585,15 @@ static PyTypeObject StackType = {
 
 /* --- native actions (forward declarations) ------------------------------------------- */
 typedef struct Latency Latency;
+typedef struct Trace Trace;          /* native trace events: probes/_trace.c */
+/* A kretprobe action's entry_handler or handler (a Latency's, a Trace's). */
 typedef struct {
     PyObject_HEAD
-    Latency *lat;
-} LatencyView;             /* a Latency's entry_handler or handler */
+    PyObject *act;
+} View;
 static PyTypeObject CountType, LatencyType, LatencyEntryType, LatencyReturnType;
 static PyTypeObject TraceEntryType, TraceReturnType;
 static int latency_pure(Latency *lat);
-typedef struct Trace Trace;          /* native trace events: probes/_trace.c */
-typedef struct {
-    PyObject_HEAD
-    Trace *t;
-} TraceView;                         /* a Trace's entry_handler or handler */
 #define TRACE_MAXCAPT 16                 /* a return probe's captures at entry, at most */
 static PyTypeObject TraceType;
 static int act_pure(PyObject *act);
@@ -719,9 +716,9 @@ static PyObject *RpState_set_handlers(RpState *self, PyObject *const *args, Py_s
     self->has_handler = handler != Py_None;
     PyObject *e = NULL, *r = NULL;
     if (Py_TYPE(entry) == &LatencyEntryType || Py_TYPE(entry) == &TraceEntryType)
-        e = (PyObject *)((LatencyView *)entry)->lat;      /* a TraceView has the same shape */
+        e = ((View *)entry)->act;
     if (Py_TYPE(handler) == &LatencyReturnType || Py_TYPE(handler) == &TraceReturnType)
-        r = (PyObject *)((LatencyView *)handler)->lat;
+        r = ((View *)handler)->act;
     Py_XSETREF(self->entry_act, e != NULL ? Py_NewRef(e) : NULL);
     Py_XSETREF(self->ret_act, r != NULL ? Py_NewRef(r) : NULL);
     Py_RETURN_NONE;
@@ -1133,7 +1130,7 @@ static PyObject *call_handler(Core *c, PyObject *fn, PyObject *const *args)
     if (tp == &TraceType)
         return trace_call(c, fn, (Trace *)fn, args);
     if (tp == &TraceEntryType || tp == &TraceReturnType)
-        return trace_call(c, fn, ((TraceView *)fn)->t, args);
+        return trace_call(c, fn, (Trace *)((View *)fn)->act, args);
     return PyObject_Vectorcall(fn, args, 2, NULL);
 }
 
@@ -2152,7 +2149,7 @@ static int latency_now(Latency *lat, PyObject *regs, unsigned long long *t)
 
 static PyObject *view_call(PyObject *self, PyObject *args, PyObject *kwds, int entry)
 {
-    Latency *lat = ((LatencyView *)self)->lat;
+    Latency *lat = (Latency *)((View *)self)->act;
     PyObject *ri, *regs;
     if (kwds != NULL || !PyArg_ParseTuple(args, "OO", &ri, &regs))
         return NULL;
@@ -2180,47 +2177,57 @@ static PyObject *LatencyReturn_call(PyObject *self, PyObject *args, PyObject *kw
     return view_call(self, args, kwds, 0);
 }
 
-static int LatencyView_traverse(LatencyView *self, visitproc visit, void *arg)
+static int View_traverse(View *self, visitproc visit, void *arg)
 {
-    Py_VISIT((PyObject *)self->lat);
+    Py_VISIT(self->act);
     return 0;
 }
 
-static int LatencyView_clear(LatencyView *self)
+static int View_clear(View *self)
 {
-    Py_CLEAR(self->lat);
+    Py_CLEAR(self->act);
     return 0;
 }
 
-static void LatencyView_dealloc(LatencyView *self)
+static void View_dealloc(View *self)
 {
     PyObject_GC_UnTrack(self);
-    LatencyView_clear(self);
+    View_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *view_of(PyObject *act, PyTypeObject *type)
+{
+    View *v = PyObject_GC_New(View, type);
+    if (v == NULL)
+        return NULL;
+    v->act = Py_NewRef(act);
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
 }
 
 static PyTypeObject LatencyEntryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.LatencyEntry",
     .tp_doc = "A Latency's entry_handler(ri, regs): stamps the time into ri.data.",
-    .tp_basicsize = sizeof(LatencyView),
+    .tp_basicsize = sizeof(View),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_call = LatencyEntry_call,
-    .tp_traverse = (traverseproc)LatencyView_traverse,
-    .tp_clear = (inquiry)LatencyView_clear,
-    .tp_dealloc = (destructor)LatencyView_dealloc,
+    .tp_traverse = (traverseproc)View_traverse,
+    .tp_clear = (inquiry)View_clear,
+    .tp_dealloc = (destructor)View_dealloc,
 };
 
 static PyTypeObject LatencyReturnType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.LatencyReturn",
     .tp_doc = "A Latency's handler(ri, regs): adds the call's duration to the histogram.",
-    .tp_basicsize = sizeof(LatencyView),
+    .tp_basicsize = sizeof(View),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_call = LatencyReturn_call,
-    .tp_traverse = (traverseproc)LatencyView_traverse,
-    .tp_clear = (inquiry)LatencyView_clear,
-    .tp_dealloc = (destructor)LatencyView_dealloc,
+    .tp_traverse = (traverseproc)View_traverse,
+    .tp_clear = (inquiry)View_clear,
+    .tp_dealloc = (destructor)View_dealloc,
 };
 
 static int Latency_init(Latency *self, PyObject *args, PyObject *kwds)
@@ -2245,26 +2252,16 @@ static int Latency_init(Latency *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static PyObject *latency_view(Latency *self, PyTypeObject *type)
-{
-    LatencyView *v = PyObject_GC_New(LatencyView, type);
-    if (v == NULL)
-        return NULL;
-    v->lat = (Latency *)Py_NewRef((PyObject *)self);
-    PyObject_GC_Track(v);
-    return (PyObject *)v;
-}
-
 static PyObject *Latency_entry(Latency *self, void *closure)
 {
     (void)closure;
-    return latency_view(self, &LatencyEntryType);
+    return view_of((PyObject *)self, &LatencyEntryType);
 }
 
 static PyObject *Latency_handler(Latency *self, void *closure)
 {
     (void)closure;
-    return latency_view(self, &LatencyReturnType);
+    return view_of((PyObject *)self, &LatencyReturnType);
 }
 
 static PyObject *Latency_hist(Latency *self, void *closure)

@@ -780,7 +780,7 @@ static PyObject *Trace_call(PyObject *self, PyObject *args, PyObject *kwds)
 
 static PyObject *trace_view_call(PyObject *self, PyObject *args, PyObject *kwds, int entry)
 {
-    Trace *t = ((TraceView *)self)->t;
+    Trace *t = (Trace *)((View *)self)->act;
     PyObject *ri, *regs;
     if (kwds != NULL || !PyArg_ParseTuple(args, "OO", &ri, &regs))
         return NULL;
@@ -814,48 +814,29 @@ static PyObject *TraceReturn_call(PyObject *self, PyObject *args, PyObject *kwds
     return trace_view_call(self, args, kwds, 0);
 }
 
-static int TraceView_traverse(TraceView *self, visitproc visit, void *arg)
-{
-    Py_VISIT((PyObject *)self->t);
-    return 0;
-}
-
-static int TraceView_clear(TraceView *self)
-{
-    Py_CLEAR(self->t);
-    return 0;
-}
-
-static void TraceView_dealloc(TraceView *self)
-{
-    PyObject_GC_UnTrack(self);
-    TraceView_clear(self);
-    PyObject_GC_Del(self);
-}
-
 static PyTypeObject TraceEntryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.TraceEntry",
     .tp_doc = "A Trace's entry_handler(ri, regs): the time, the function and the captures "
               "into ri.data.",
-    .tp_basicsize = sizeof(TraceView),
+    .tp_basicsize = sizeof(View),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_call = TraceEntry_call,
-    .tp_traverse = (traverseproc)TraceView_traverse,
-    .tp_clear = (inquiry)TraceView_clear,
-    .tp_dealloc = (destructor)TraceView_dealloc,
+    .tp_traverse = (traverseproc)View_traverse,
+    .tp_clear = (inquiry)View_clear,
+    .tp_dealloc = (destructor)View_dealloc,
 };
 
 static PyTypeObject TraceReturnType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.TraceReturn",
     .tp_doc = "A Trace's handler(ri, regs): the return's record.",
-    .tp_basicsize = sizeof(TraceView),
+    .tp_basicsize = sizeof(View),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_call = TraceReturn_call,
-    .tp_traverse = (traverseproc)TraceView_traverse,
-    .tp_clear = (inquiry)TraceView_clear,
-    .tp_dealloc = (destructor)TraceView_dealloc,
+    .tp_traverse = (traverseproc)View_traverse,
+    .tp_clear = (inquiry)View_clear,
+    .tp_dealloc = (destructor)View_dealloc,
 };
 
 static int64_t *words_of(PyObject *code, Py_ssize_t *n)
@@ -950,26 +931,16 @@ static int Trace_init(Trace *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static PyObject *trace_view(Trace *self, PyTypeObject *type)
-{
-    TraceView *v = PyObject_GC_New(TraceView, type);
-    if (v == NULL)
-        return NULL;
-    v->t = (Trace *)Py_NewRef((PyObject *)self);
-    PyObject_GC_Track(v);
-    return (PyObject *)v;
-}
-
 static PyObject *Trace_entry(Trace *self, void *closure)
 {
     (void)closure;
-    return trace_view(self, &TraceEntryType);
+    return view_of((PyObject *)self, &TraceEntryType);
 }
 
 static PyObject *Trace_handler(Trace *self, void *closure)
 {
     (void)closure;
-    return trace_view(self, &TraceReturnType);
+    return view_of((PyObject *)self, &TraceReturnType);
 }
 
 static PyGetSetDef Trace_getset[] = {
