@@ -151,7 +151,6 @@ def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxacti
     check_append([h.spec for h in registry.get((spec.group, spec.event), [])], spec)
     fetchers = [compile_arg(arg, spec.kind) for arg in spec.args]
     _check_machine(m, spec, fetchers)
-    compiled: Compiled | None = None
     if isinstance(sink, CountSink | Log2Sink) and not stack and sink.native_for(spec, fetchers):
         handle = _attach_native(m, spec, sink, clock, maxactive)
     elif (NATIVE is not None and NATIVE_EVENTS and not stack
@@ -186,18 +185,29 @@ def _attach_native(m: Machine, spec: ProbeSpec, sink: CountSink | Log2Sink, cloc
     probe: Kprobe | Kretprobe
     if isinstance(sink, CountSink):      # counting needs no clock
         action = sink.count()
-        probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
-                       offset=spec.offset, pre_handler=action)
+        probe = _kprobe(spec, action)
     else:
         if clock == "virtual":
             m.exact_clock = True
         action = sink.latency("virtual" if clock == "virtual" else None)
-        probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, entry_handler=action.entry_handler,
-                          handler=action.handler, data_size=8,
-                          maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
+        probe = _kretprobe(spec, maxactive, action.entry_handler, action.handler, 8)
     handle = _NativeHandle(m, spec, probe, action)
     _register(m, spec, probe)
     return handle
+
+
+def _kprobe(spec: ProbeSpec, pre_handler: Any) -> Kprobe:
+    """The probe of an entry line."""
+    return Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
+                  offset=spec.offset, pre_handler=pre_handler)
+
+
+def _kretprobe(spec: ProbeSpec, maxactive: int | None, entry_handler: Any, handler: Any,
+               data_size: int = 0) -> Kretprobe:
+    """The probe of a return line: ``rN``'s instances, else ``maxactive``'s, else the default."""
+    return Kretprobe(symbol_name=spec.symbol, addr=spec.addr, entry_handler=entry_handler,
+                     handler=handler, data_size=data_size,
+                     maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
 
 
 def _register(m: Machine, spec: ProbeSpec, probe: Kprobe | Kretprobe) -> None:
@@ -285,12 +295,9 @@ class _Builder:
         spec = self.spec
         probe: Kprobe | Kretprobe
         if spec.is_return:
-            probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, handler=self._on_return,
-                              entry_handler=self._on_entry,
-                              maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
+            probe = _kretprobe(spec, maxactive, self._on_entry, self._on_return)
         else:
-            probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
-                           offset=spec.offset, pre_handler=self._on_hit)
+            probe = _kprobe(spec, self._on_hit)
         self.handle = EventHandle(self.m, spec, probe)
         _register(self.m, spec, probe)
         return self.handle
@@ -426,12 +433,9 @@ def _attach_trace(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher], compiled
                          compiled.code, compiled.nargs, compiled.ecode, compiled.ncapt,
                          compiled.max_record, compiled.flags)
     if spec.is_return:
-        probe = Kretprobe(symbol_name=spec.symbol, addr=spec.addr, handler=trace.handler,
-                          entry_handler=trace.entry_handler, data_size=trace.data_size,
-                          maxactive=spec.maxactive or (maxactive or DEFAULT_MAXACTIVE))
+        probe = _kretprobe(spec, maxactive, trace.entry_handler, trace.handler, trace.data_size)
     else:
-        probe = Kprobe(symbol_name=spec.symbol, addr=spec.addr if spec.symbol is None else None,
-                       offset=spec.offset, pre_handler=trace)
+        probe = _kprobe(spec, trace)
     handle = _TraceHandle(m, spec, probe, trace)
     _register(m, spec, probe)
     return handle
