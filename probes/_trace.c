@@ -230,10 +230,9 @@ struct Trace {
     Ring *ring;
     int id, clock, flags;          /* flags: the programs read eflags */
     int64_t *code, *ecode;         /* the hit's (or return's) program; a return probe's captures */
-    Py_ssize_t ncode, necode;
     int nargs, ncapt;
     Py_ssize_t data_bytes;         /* what the captures take of ri.data */
-    Py_ssize_t max_record;
+    Py_ssize_t max_record;         /* the largest record code writes (program_ok) */
     unsigned long long hits, entries;
 };
 
@@ -861,9 +860,11 @@ static int64_t *words_of(PyObject *code, Py_ssize_t *n)
     return w;
 }
 
-/* Check a program as run_arg/run_capture will walk it: nargs arguments in n words. */
+/* Check a program as run_arg/run_capture will walk it: nargs arguments in n words.
+ * *bytes: what a capture program fills of ri.data, or the most a hit's program
+ * writes after the record's head; *flags: whether it reads eflags. */
 static int program_ok(const int64_t *w, Py_ssize_t n, int nargs, Py_ssize_t capt_bytes,
-                      int capture, Py_ssize_t *bytes)
+                      int capture, Py_ssize_t *bytes, int *flags)
 {
     Py_ssize_t i = 0;
     for (int a = 0; a < nargs; a++) {
@@ -879,8 +880,10 @@ static int program_ok(const int64_t *w, Py_ssize_t n, int nargs, Py_ssize_t capt
         if (store < S_RAW || store > (capture ? S_MEM : S_STR) || size < 1 || size > 8
             || count < 0 || count > 64 || (capture && count))
             return 0;
-        if (capture)
-            *bytes += 16;
+        Py_ssize_t items = count ? count : 1;       /* run_arg: ARG_FAULT, or the elements */
+        Py_ssize_t item = store == S_STR ? 8 + MAX_STR + 1 : 16;
+        *bytes += capture ? 16 : (item * items > 8 ? item * items : 8);
+        *flags |= op == L_REG && param == R_EFLAGS;
         i += 3 + w[i + 2] + 5;
     }
     return i == n;
@@ -888,27 +891,25 @@ static int program_ok(const int64_t *w, Py_ssize_t n, int nargs, Py_ssize_t capt
 
 static int Trace_init(Trace *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"ring", "id", "virtual", "code", "nargs", "ecode", "ncapt",
-                             "max_record", "flags", NULL};
+    static char *kwlist[] = {"ring", "id", "virtual", "code", "nargs", "ecode", "ncapt", NULL};
     PyObject *ring, *code, *ecode;
-    int id, virt, nargs, ncapt, flags;
-    Py_ssize_t max_record;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!ipOiOinp", kwlist, &RingType, &ring, &id, &virt,
-                                     &code, &nargs, &ecode, &ncapt, &max_record, &flags))
+    int id, virt, nargs, ncapt, flags = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!ipOiOi", kwlist, &RingType, &ring, &id, &virt,
+                                     &code, &nargs, &ecode, &ncapt))
         return -1;
-    if (id < 0 || id > 0xFFFF || nargs < 0 || ncapt < 0 || ncapt > TRACE_MAXCAPT
-        || max_record < REC_HEAD || max_record > ((Ring *)ring)->cap / 2) {
-        PyErr_SetString(PyExc_ValueError, "Trace: id, nargs, ncapt or max_record out of range");
+    if (id < 0 || id > 0xFFFF || nargs < 0 || ncapt < 0 || ncapt > TRACE_MAXCAPT) {
+        PyErr_SetString(PyExc_ValueError, "Trace: id, nargs or ncapt out of range");
         return -1;
     }
     Py_ssize_t nc, ne;
     int64_t *c = words_of(code, &nc);
     int64_t *e = c != NULL ? words_of(ecode, &ne) : NULL;
-    Py_ssize_t capt_bytes = 0, unused = 0;
-    if (e == NULL || !program_ok(e, ne, ncapt, 0, 1, &capt_bytes)
-        || !program_ok(c, nc, nargs, capt_bytes, 0, &unused)) {
+    Py_ssize_t capt_bytes = 0, record = REC_HEAD;
+    if (e == NULL || !program_ok(e, ne, ncapt, 0, 1, &capt_bytes, &flags)
+        || !program_ok(c, nc, nargs, capt_bytes, 0, &record, &flags)
+        || record > ((Ring *)ring)->cap / 2) {
         if (c != NULL && e != NULL)
-            PyErr_SetString(PyExc_ValueError, "Trace: a malformed program");
+            PyErr_SetString(PyExc_ValueError, "Trace: a malformed program, or records over half the ring");
         PyMem_Free(c);
         PyMem_Free(e);
         return -1;
@@ -916,16 +917,14 @@ static int Trace_init(Trace *self, PyObject *args, PyObject *kwds)
     PyMem_Free(self->code);
     PyMem_Free(self->ecode);
     self->code = c;
-    self->ncode = nc;
     self->ecode = e;
-    self->necode = ne;
     Py_XSETREF(self->ring, (Ring *)Py_NewRef(ring));
     self->id = id;
     self->clock = virt ? CLOCK_VIRTUAL : CLOCK_HOST;
     self->nargs = nargs;
     self->ncapt = ncapt;
     self->data_bytes = 16 + capt_bytes;
-    self->max_record = max_record;
+    self->max_record = record;
     self->flags = flags;
     self->hits = self->entries = 0;
     return 0;
@@ -953,6 +952,8 @@ static PyMemberDef Trace_members[] = {
     {"hits", T_ULONGLONG, offsetof(Trace, hits), READONLY, "records written"},
     {"entries", T_ULONGLONG, offsetof(Trace, entries), READONLY, "a return probe's entries taken"},
     {"id", T_INT, offsetof(Trace, id), READONLY, "the records' trace id"},
+    {"max_record", T_PYSSIZET, offsetof(Trace, max_record), READONLY,
+     "the largest record a hit writes (bytes)"},
     {"data_size", T_PYSSIZET, offsetof(Trace, data_bytes), READONLY,
      "the ri.data a return probe's entry fills (register the Kretprobe with at least this)"},
     {"ring", T_OBJECT, offsetof(Trace, ring), READONLY, "where the records go"},
@@ -983,7 +984,7 @@ static void Trace_dealloc(Trace *self)
 static PyTypeObject TraceType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "probes._native.Trace",
-    .tp_doc = "Trace(ring, id, virtual, code, nargs, ecode, ncapt, max_record, flags): a probe "
+    .tp_doc = "Trace(ring, id, virtual, code, nargs, ecode, ncapt): a probe "
               "event's fetch programs run at the hit, records into ring (probes/events/_native.py). "
               "A kprobe pre_handler; a kretprobe's entry_handler/handler pair.",
     .tp_basicsize = sizeof(Trace),

@@ -35,7 +35,7 @@ from ._aggregate import CountSink, Log2Sink
 from ._errors import ParseError
 from ._event import Event
 from ._fetch import FetchContext, Fetcher, compile_arg, format_value
-from ._native import Compiled, compile_line, flush, ring_of
+from ._native import compile_line, flush, ring_of
 from ._parse import check_append, parse
 from ._types import ProbeSpec
 
@@ -151,12 +151,12 @@ def attach(m: Machine, line: str, sink: Sink, *, clock: str = "virtual", maxacti
     check_append([h.spec for h in registry.get((spec.group, spec.event), [])], spec)
     fetchers = [compile_arg(arg, spec.kind) for arg in spec.args]
     _check_machine(m, spec, fetchers)
+    handle: EventHandle | None = None
     if isinstance(sink, CountSink | Log2Sink) and not stack and sink.native_for(spec, fetchers):
         handle = _attach_native(m, spec, sink, clock, maxactive)
-    elif (NATIVE is not None and NATIVE_EVENTS and not stack
-          and (compiled := compile_line(fetchers, spec.kind)) is not None):
-        handle = _attach_trace(m, spec, fetchers, compiled, sink, clock, maxactive)
-    else:
+    elif NATIVE is not None and NATIVE_EVENTS and not stack:
+        handle = _attach_trace(m, spec, fetchers, sink, clock, maxactive)
+    if handle is None:                  # the Python path
         if clock == "virtual":
             m.exact_clock = True
         now = m.now if clock == "virtual" else time.monotonic_ns
@@ -408,13 +408,19 @@ class _TraceHandle(EventHandle):
         super().detach()
 
 
-def _attach_trace(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher], compiled: Compiled, sink: Sink,
-                  clock: str, maxactive: int | None) -> EventHandle:
-    """The line's probe with a native ``Trace`` as its handlers; the ring's drain
-    makes its events."""
+def _attach_trace(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher], sink: Sink, clock: str,
+                  maxactive: int | None) -> EventHandle | None:
+    """The line's probe with a native ``Trace`` as its handlers (the ring's drain
+    makes its events), or None when the line keeps the Python path."""
+    compiled = compile_line(fetchers, spec.kind)
+    if compiled is None:
+        return None
+    state = ring_of(m)
+    trace = state.trace(compiled, clock == "virtual")
+    if trace is None:
+        return None
     if clock == "virtual":
         m.exact_clock = True
-    state = ring_of(m)
     handle: EventHandle | None = None
     probe: Kprobe | Kretprobe
 
@@ -429,9 +435,7 @@ def _attach_trace(m: Machine, spec: ProbeSpec, fetchers: list[Fetcher], compiled
         handle.events += 1
         sink(ev)
 
-    trace = NATIVE.Trace(state.ring, state.add(compiled.args, emit), clock == "virtual",
-                         compiled.code, compiled.nargs, compiled.ecode, compiled.ncapt,
-                         compiled.max_record, compiled.flags)
+    state.add(trace, compiled.args, emit)
     if spec.is_return:
         probe = _kretprobe(spec, maxactive, trace.entry_handler, trace.handler, trace.data_size)
     else:

@@ -52,7 +52,6 @@ _ELEM_FAULT = (1 << 64) - 2
 _REC_HEAD = 40
 _REGS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
          "r13", "r14", "r15", "rip", "eflags")
-_EFLAGS = 17
 _U64 = (1 << 64) - 1
 _HEAD = struct.Struct("<IHHQQQQ")
 _WORD = struct.Struct("<Q")
@@ -95,8 +94,6 @@ class Compiled:
     nargs: int
     ecode: bytes
     ncapt: int
-    max_record: int
-    flags: bool
     args: list[_Arg]
 
 
@@ -163,11 +160,6 @@ def _how(prog: Program) -> str:
     if prog.store in ("STRING", "USTRING"):
         return "str"
     return "sym" if prog.store == "SYMSTR" else "num"
-
-
-def _record_bytes(how: str, count: int) -> int:
-    n = count or 1
-    return max(8, 16 * n) if how in ("num", "sym") else max(8, (8 + MAX_STRING_SIZE) * n)
 
 
 _NOT_AT_ENTRY = ("ENTRY", "DURATION", "COMM", "DATA", "SYMBOL")
@@ -241,21 +233,8 @@ def compile_line(fetchers: list[Fetcher], kind: str) -> Compiled | None:
     if caps.count > MAX_CAPTURES:
         return None
     nargs = sum(a.how not in ("comm", "data") for a in args)
-    size = _REC_HEAD + sum(_record_bytes(a.how, a.count) for a in args if a.how not in ("comm", "data"))
-    if size > RING_BYTES // 4:
-        return None
-    flags = _reads_eflags(code, nargs) or _reads_eflags(caps.code, caps.count)
     return Compiled(struct.pack(f"<{len(code)}q", *code), nargs,
-                    struct.pack(f"<{len(caps.code)}q", *caps.code), caps.count, size, flags, args)
-
-
-def _reads_eflags(code: list[int], n: int) -> bool:
-    i = 0
-    for _ in range(n):
-        if code[i] == L_REG and code[i + 1] == _EFLAGS:
-            return True
-        i += 3 + code[i + 2] + 5
-    return False
+                    struct.pack(f"<{len(caps.code)}q", *caps.code), caps.count, args)
 
 
 # --- the ring and its drain ---------------------------------------------------------------
@@ -272,11 +251,22 @@ class _RingState:
         self.emitters: list[tuple[list[_Arg], Emit]] = []
         self._sym = _Symbols()
 
-    def add(self, args: list[_Arg], emit: Emit) -> int:
-        self.emitters.append((args, emit))
+    def trace(self, compiled: Compiled, virtual: bool) -> Any | None:
+        """The ``probes._native.Trace`` of a line (its records: ``trace.id``), or None
+        when its records may be larger than a quarter of the ring (strings and
+        arrays of them) or the ring has 65,536 lines already: the line keeps the
+        Python path. :meth:`add` its emitter."""
         if len(self.emitters) > 0xFFFF:
-            raise ValueError("more than 65535 native trace events on one machine")
-        return len(self.emitters) - 1
+            return None
+        trace = NATIVE.Trace(self.ring, len(self.emitters), virtual, compiled.code, compiled.nargs,
+                             compiled.ecode, compiled.ncapt)
+        return trace if trace.max_record <= RING_BYTES // 4 else None
+
+    def add(self, trace: Any, args: list[_Arg], emit: Emit) -> None:
+        """The emitter of ``trace``'s records."""
+        if trace.id != len(self.emitters):
+            raise ValueError(f"trace {trace.id} is not the next of this ring ({len(self.emitters)})")
+        self.emitters.append((args, emit))
 
     def drain(self) -> None:
         """Make the events of every record taken, in order. The symbols do not

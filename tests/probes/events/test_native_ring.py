@@ -46,6 +46,13 @@ def test_lines_that_keep_the_python_path(line: str) -> None:
     assert _compiled(line) is None
 
 
+@needs_native
+def test_lines_whose_records_could_pass_a_quarter_of_the_ring_keep_the_python_path() -> None:
+    m = guest.load("fib")
+    assert attach(m, "p:a fib s=+0(%si):string[63]", lambda ev: None).native      # 258,592 bytes
+    assert not attach(m, "p:b fib s=+0(%si):string[64]", lambda ev: None).native  # 262,696 > 1 MiB / 4
+
+
 def _events(m: Machine, lines: list[str], run: Any, native: bool) -> list[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_attach, "NATIVE_EVENTS", native)
@@ -148,10 +155,13 @@ def test_ring_and_trace_check_their_arguments() -> None:
     ring = NATIVE.Ring(4096, lambda: None, None)
     assert ring.take() == (b"", []) and ring.pending == 0
     ok = struct.pack("<8q", 1, 7, 0, 0, 8, 0, 0, 0)     # %di, RAW u64
-    NATIVE.Trace(ring, 0, True, ok, 1, b"", 0, 40 + 16, False)
+    assert NATIVE.Trace(ring, 0, True, ok, 1, b"", 0).max_record == 40 + 16   # head, (ok, value)
     for code, nargs in ((ok[:-8], 1), (ok, 2), (struct.pack("<8q", 1, 99, 0, 0, 8, 0, 0, 0), 1),
                         (struct.pack("<8q", 99, 0, 0, 0, 8, 0, 0, 0), 1), (b"\0" * 3, 0)):
         with pytest.raises(ValueError):
-            NATIVE.Trace(ring, 0, True, code, nargs, b"", 0, 56, False)
-    with pytest.raises(ValueError):                      # a record larger than half the ring
-        NATIVE.Trace(ring, 0, True, ok, 1, b"", 0, 4000, False)
+            NATIVE.Trace(ring, 0, True, code, nargs, b"", 0)
+    string2 = struct.pack("<8q", 1, 7, 0, 2, 1, 2, 0, 0)   # +0(%di):string[2]
+    big = NATIVE.Ring(1 << 20, lambda: None, None)
+    assert NATIVE.Trace(big, 0, True, string2, 1, b"", 0).max_record == 40 + 2 * (8 + 4096)
+    with pytest.raises(ValueError):                      # records larger than half the ring
+        NATIVE.Trace(ring, 0, True, string2, 1, b"", 0)
